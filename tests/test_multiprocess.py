@@ -1,0 +1,67 @@
+"""Two JAX processes x 4 CPU devices on 127.0.0.1 (gloo collectives) compute the
+same log-density and gradient as one process on one device."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import weightspace as ws
+
+from conftest import cifar_shaped, one_device_mesh
+
+WORKER = Path(__file__).with_name("multiprocess_worker.py")
+TIMEOUT_S = 600
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _flat(grad):
+    return np.concatenate([np.asarray(g).ravel() for g in jax.tree.leaves(grad)])
+
+
+def _reference(network, data):
+    post = ws.models.posterior(network, data, prior_variance=0.2, mesh=one_device_mesh())
+    value, grad = post.logdensity_and_grad(post.init(jax.random.key(4)))
+    return np.asarray(value), _flat(grad)
+
+
+@pytest.mark.multiprocess
+def test_two_processes_equal_one_device(tmp_path, digits):
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(port), str(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+             for i in range(2)]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+
+    r0 = np.load(tmp_path / "process0.npz")
+    r1 = np.load(tmp_path / "process1.npz")
+    # each process held only its own block of the 1437 digits rows (1440 padded)
+    assert r0["digits_rows"].tolist() == [0, 720] and r1["digits_rows"].tolist() == [720, 717]
+    for name, network, data in (("mlp", ws.models.MLP((256, 256), 10), digits),
+                                ("resnet", ws.models.ResNet20FRN(10), cifar_shaped(37))):
+        value, grad = _reference(network, data)
+        for r in (r0, r1):
+            np.testing.assert_allclose(r[f"{name}_value"], value, rtol=1e-5)
+            np.testing.assert_allclose(r[f"{name}_grad"], grad, rtol=1e-5,
+                                       atol=1e-5 * np.abs(grad).max())
