@@ -20,6 +20,40 @@ from flax import nnx
 from weightspace.models.network import positive_int
 
 
+class LSTM(nnx.Module):
+    """LSTM over (batch, T, in) -> last hidden state (batch, hidden), zero start.
+
+    Gates as in the bnn_hmc model of Izmailov et al. 2021 (a Haiku LSTM): the
+    forget gate reads sigmoid(f + 1). The +1 is not a parameter, so under a
+    zero-mean prior it changes the posterior; flax's cells have no such shift.
+    Parameters: input_kernel (in, 4h), hidden_kernel (h, 4h), bias (4h), the
+    count of one dense layer over [x, h].
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.hidden_size = hidden_size
+        self.input_kernel = nnx.Param(init(rngs.params(), (in_features, 4 * hidden_size)))
+        self.hidden_kernel = nnx.Param(init(rngs.params(), (hidden_size, 4 * hidden_size)))
+        self.bias = nnx.Param(jnp.zeros((4 * hidden_size,)))
+
+    def __call__(self, xs: jax.Array) -> jax.Array:
+        # The input projection of every step at once; only h @ W_h is sequential.
+        projected = xs @ self.input_kernel[...] + self.bias[...]  # (batch, T, 4h)
+        w_h = self.hidden_kernel[...]
+
+        def step(carry, pre):
+            h, c = carry
+            i, g, f, o = jnp.split(pre + h @ w_h, 4, axis=-1)
+            c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), None
+
+        zeros = jnp.zeros((xs.shape[0], self.hidden_size), projected.dtype)
+        (h, _), _ = jax.lax.scan(step, (zeros, zeros), jnp.moveaxis(projected, 1, 0))
+        return h
+
+
 class CNNLSTMModule(nnx.Module):
     """tokens: (batch, T) integer ids in [0, vocab_size) -> logits (batch, num_outputs).
 
@@ -42,16 +76,11 @@ class CNNLSTMModule(nnx.Module):
     ):
         self.seq_len = seq_len
         self.pool_size = pool_size
-        self.hidden_size = hidden_size
         self.embed = nnx.Embed(vocab_size, embedding_dim, rngs=rngs)
         self.conv = nnx.Conv(
             embedding_dim, num_filters, (kernel_size,), padding="VALID", rngs=rngs
         )
-        # rngs=False: the carry starts at zero, so the module holds no RNG state
-        # and stays a pure function of (params, tokens).
-        self.lstm = nnx.RNN(
-            nnx.OptimizedLSTMCell(num_filters, hidden_size, rngs=rngs), rngs=False
-        )
+        self.lstm = LSTM(num_filters, hidden_size, rngs=rngs)
         self.head = nnx.Linear(hidden_size, num_outputs, rngs=rngs)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
@@ -70,9 +99,7 @@ class CNNLSTMModule(nnx.Module):
         x = nnx.max_pool(
             x, (self.pool_size,), strides=(self.pool_size,), padding="VALID"
         )
-        zeros = jnp.zeros((x.shape[0], self.hidden_size), x.dtype)
-        h = self.lstm(x, initial_carry=(zeros, zeros))  # (batch, steps, hidden)
-        return self.head(h[:, -1])
+        return self.head(self.lstm(x))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -245,3 +245,21 @@ def test_inputs_of_the_wrong_shape_are_rejected_when_traced():
     images = jax.ShapeDtypeStruct((2, 28, 28, 3), jnp.float32)
     with pytest.raises(ValueError, match=r"\(2, 28, 28, 3\)"):
         _apply_abstract(LeNet5(), (28, 28, 1), images)
+
+
+def test_lstm_follows_the_recurrence_with_the_forget_gate_shifted_by_one():
+    # bnn_hmc's Haiku LSTM (Izmailov et al. 2021) computes sigmoid(f + 1).
+    from weightspace.models.cnn_lstm import LSTM
+
+    lstm = LSTM(3, 2, rngs=nnx.Rngs(0))
+    lstm.bias[...] = jax.random.normal(jax.random.key(1), (8,))
+    xs = np.asarray(jax.random.normal(jax.random.key(2), (2, 5, 3)), np.float64)
+    wx, wh, b = (np.asarray(v[...], np.float64)
+                 for v in (lstm.input_kernel, lstm.hidden_kernel, lstm.bias))
+    sig = lambda z: 1 / (1 + np.exp(-z))
+    h = c = np.zeros((2, 2))
+    for t in range(5):
+        i, g, f, o = np.split(xs[:, t] @ wx + h @ wh + b, 4, axis=-1)
+        c = sig(f + 1) * c + sig(i) * np.tanh(g)
+        h = sig(o) * np.tanh(c)
+    np.testing.assert_allclose(lstm(jnp.asarray(xs, jnp.float32)), h, rtol=1e-5, atol=1e-6)
