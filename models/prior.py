@@ -15,7 +15,8 @@ SCALINGS = ("isotropic", "fan_in")
 def _is_kernel(path, leaf) -> bool:
     last = path[-1]
     name = getattr(last, "key", getattr(last, "name", None))
-    return name == "kernel" and np.ndim(leaf) >= 2
+    # "kernel" in flax layers; "input_kernel"/"hidden_kernel" in the LSTM.
+    return isinstance(name, str) and name.endswith("kernel") and np.ndim(leaf) >= 2
 
 
 @dataclasses.dataclass(frozen=True)

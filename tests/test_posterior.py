@@ -64,6 +64,14 @@ def test_fan_in_prior_scales_kernel_variance_by_fan_in():
     params = {"dense": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)}}
     variances = prior.variances(params)
     assert variances["dense"]["kernel"] == 0.5 and variances["dense"]["bias"] == 2.0
+    conv = {"kernel": jnp.ones((3, 3, 4, 8)), "hidden_kernel": jnp.ones((5, 20)),
+            "embedding": jnp.ones((100, 4))}
+    assert prior.variances(conv) == {"kernel": 2.0 / 36, "hidden_kernel": 2.0 / 5,
+                                     "embedding": 2.0}
+    # and the log-density uses those variances
+    expected = sum(float(np.sum(-0.5 / v - 0.5 * np.log(2 * np.pi * v)) * a.size)
+                   for a, v in ((params["dense"]["kernel"], 0.5), (params["dense"]["bias"], 2.0)))
+    np.testing.assert_allclose(prior.log_prob(params), expected, rtol=1e-6)
 
 
 def test_minibatch_logdensity_averages_to_the_full_batch_value():
