@@ -1,5 +1,13 @@
-"""Samplers: full-batch HMC and stochastic-gradient MCMC over weight pytrees.
+"""Samplers over weight pytrees: full-batch HMC (SG-MCMC arrives with its issue).
 
-The kernels and the chain driver arrive with the HMC and SG-MCMC issues; this
-subpackage never imports `weightspace.models` (a sampler takes any log-density).
+Kernels (`samplers/hmc.py`) are pure functions over NamedTuple states; the
+driver (`samplers/driver.py`) runs chains, warmup, thinning, checkpoints,
+storage and progress. This subpackage never imports `weightspace.models`: a
+sampler takes a Posterior or any callable log-density over a pytree.
 """
+
+from weightspace.samplers.driver import load
+from weightspace.samplers.hmc import HMCInfo, HMCState, hmc
+from weightspace.samplers.trace import Trace
+
+__all__ = ["hmc", "load", "Trace", "HMCState", "HMCInfo"]

@@ -1,5 +1,5 @@
-"""The `weightspace` command. Sampling, diagnostics and experiment subcommands
-arrive with their issues; `datasets` and `info` are here from the start."""
+"""The `weightspace` command: `sample` (HMC into a run directory), `datasets`,
+`info`. Diagnostics and experiment subcommands arrive with their issues."""
 
 from __future__ import annotations
 
@@ -35,6 +35,115 @@ def _info(args) -> int:
     return 0
 
 
+MODELS = ("mlp", "linear", "lenet5", "resnet20frn", "cnnlstm")
+
+
+def _network(args, data):
+    from weightspace import models
+
+    outputs = data.num_classes if data.num_classes is not None else data.y_train.shape[1]
+    if args.model == "mlp":
+        hidden = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+        return models.MLP(hidden, outputs)
+    if args.model == "linear":
+        return models.MLP((), outputs)
+    if args.model == "lenet5":
+        return models.LeNet5(outputs)
+    if args.model == "resnet20frn":
+        return models.ResNet20FRN(outputs)
+    return models.CNNLSTM(vocab_size=data.info.get("vocab_size", 20000), num_outputs=outputs)
+
+
+def _summary(trace, data, seconds: float) -> str:
+    import numpy as np
+
+    stats = trace.stats
+    lines = [f"{trace} in {seconds:.1f} s",
+             f"acceptance {np.mean(stats['accept_prob']):.3f}, divergences "
+             f"{int(np.sum(stats['is_divergent']))}, step size per chain "
+             f"{np.array2string(np.asarray(trace.info['step_size']), precision=3)}, "
+             f"leapfrog steps per trajectory "
+             f"{np.asarray(trace.info['num_integration_steps']).tolist()}",
+             f"mean log-density per chain "
+             f"{np.array2string(np.mean(stats['logdensity'], axis=1), precision=1)}"]
+    if trace.predictions is not None:
+        pred = np.asarray(trace.predictions, np.float64).mean(axis=(0, 1))
+        if data.num_classes is not None:
+            y = data.y_test[: len(pred)]
+            acc = float(np.mean(pred.argmax(-1) == y))
+            nll = float(-np.mean(np.log(np.maximum(pred[np.arange(len(y)), y], 1e-12))))
+            lines.append(f"ensemble of all draws on the test set: accuracy {acc:.4f}, "
+                         f"NLL {nll:.4f}")
+        else:
+            rmse = float(np.sqrt(np.mean((pred - data.y_test[: len(pred)]) ** 2)))
+            lines.append(f"ensemble of all draws on the test set: RMSE {rmse:.4f}")
+    if "run_dir" in trace.info:
+        lines.append(f"run directory: {trace.info['run_dir']} "
+                     f"(open with ws.samplers.load)")
+    return "\n".join(lines)
+
+
+def _sample(args) -> int:
+    import time
+
+    import jax
+
+    import weightspace as ws
+
+    data = ws.data.load(args.dataset, seed=args.seed, data_dir=args.data_dir,
+                        n_train=args.n_train)
+    post = ws.models.posterior(_network(args, data), data,
+                               prior_variance=args.prior_variance,
+                               temperature=args.temperature)
+    start = time.perf_counter()
+    trace = ws.samplers.hmc(
+        post, jax.random.key(args.seed), num_chains=args.chains,
+        num_samples=args.samples, num_warmup=args.warmup, step_size=args.step_size,
+        trajectory_length=args.trajectory_length, max_num_steps=args.max_steps,
+        target_accept=args.target_accept, mass_matrix=args.mass_matrix,
+        warmup=args.warmup_mode, thin=args.thin,
+        eval_x=None if args.no_eval else data.x_test, run_dir=args.out,
+        checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+    print(_summary(trace, data, time.perf_counter() - start))
+    return 0
+
+
+def _add_sample_parser(sub) -> None:
+    p = sub.add_parser(
+        "sample", help="full-batch HMC on a dataset and network, into a run directory",
+        description="Full-batch HMC chains over network weights. Draws, test-set "
+                    "predictions and checkpoints go to --out as they are made; running "
+                    "the same command again resumes.")
+    p.add_argument("--dataset", default="digits", help="a name of `weightspace datasets`")
+    p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    p.add_argument("--n-train", type=int, default=None, help="subsample the training set")
+    p.add_argument("--model", default="mlp", choices=MODELS)
+    p.add_argument("--hidden", default="256,256", help="MLP hidden widths, comma-separated")
+    p.add_argument("--prior-variance", type=float, default=0.2,
+                   help="Gaussian prior variance (Izmailov et al. 2021: 1/5)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--chains", type=int, default=3)
+    p.add_argument("--samples", type=int, default=100, help="kept draws per chain")
+    p.add_argument("--warmup", type=int, default=50, help="warmup transitions")
+    p.add_argument("--warmup-mode", default="adapt", choices=("adapt", "fixed",
+                                                              "no_metropolis"))
+    p.add_argument("--step-size", type=float, default=None)
+    p.add_argument("--trajectory-length", type=float, default=None,
+                   help="default (pi/2) sqrt(temperature * prior variance)")
+    p.add_argument("--max-steps", type=int, default=1000,
+                   help="cap on leapfrog steps per trajectory")
+    p.add_argument("--target-accept", type=float, default=0.8)
+    p.add_argument("--mass-matrix", default="identity", choices=("identity", "diagonal"))
+    p.add_argument("--thin", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=10,
+                   help="checkpoint every this many steps (and every 5 minutes)")
+    p.add_argument("--no-eval", action="store_true", help="do not store test predictions")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", required=True, help="run directory (created, or resumed)")
+    p.set_defaults(func=_sample)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from weightspace import __version__
 
@@ -44,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "weight- and function-space diagnostics, local learning coefficients.")
     parser.add_argument("--version", action="version", version=f"weightspace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_sample_parser(sub)
     p = sub.add_parser("datasets", help="list the datasets (and load one with NAME)")
     p.add_argument("name", nargs="?", help="load this dataset and print its shapes")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")

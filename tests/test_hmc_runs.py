@@ -1,0 +1,123 @@
+"""HMC run directories: kill and resume, refusal to mix runs, lazy loading, CLI."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import weightspace as ws
+
+WORKER = Path(__file__).with_name("hmc_run_worker.py")
+
+
+def _worker(run_dir, *extra, wait=True):
+    cmd = [sys.executable, str(WORKER), str(run_dir), *map(str, extra)]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+def _committed(run_dir) -> int:
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text())["num_draws"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return 0
+
+
+def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tmp_path):
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    _worker(reference)
+    rng = random.Random(os.getpid())
+    proc = _worker(killed, wait=False)
+    try:
+        deadline = time.monotonic() + 300
+        while _committed(killed) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    partial = ws.samplers.load(killed)  # a partial run opens, with whole draws only
+    assert 0 < partial.num_draws < 30
+    _worker(killed)
+    a, b = ws.samplers.load(reference), ws.samplers.load(killed)
+    assert a.num_draws == b.num_draws == 30
+    for x, y in zip(jax.tree.leaves(a.positions), jax.tree.leaves(b.positions)):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    for k in a.stats:
+        np.testing.assert_array_equal(a.stats[k], b.stats[k])
+    np.testing.assert_array_equal(
+        jax.tree.leaves(partial.positions)[0],
+        jax.tree.leaves(a.positions)[0][:, :partial.num_draws])
+
+
+def _gauss(q):
+    return -0.5 * jnp.sum(q["x"] ** 2)
+
+
+def _run(run_dir, **overrides):
+    kwargs = dict(init={"x": jnp.zeros((2, 3))}, num_chains=2, num_samples=5,
+                  step_size=0.3, warmup="fixed", run_dir=run_dir, progress=False)
+    kwargs.update(overrides)
+    return ws.samplers.hmc(_gauss, jax.random.key(2), **kwargs)
+
+
+def test_a_run_dir_with_another_configuration_is_refused(tmp_path):
+    _run(tmp_path / "run")
+    with pytest.raises(ValueError, match="step_size"):
+        _run(tmp_path / "run", step_size=0.2)
+    with pytest.raises(ValueError, match="init"):
+        _run(tmp_path / "run", init={"x": jnp.ones((2, 3))})
+
+
+def test_a_finished_run_extends_with_more_samples_and_keeps_its_draws(tmp_path):
+    first = _run(tmp_path / "run")
+    first_x = np.array(first.positions["x"])
+    longer = _run(tmp_path / "run", num_samples=9)
+    assert longer.num_draws == 9
+    np.testing.assert_array_equal(longer.positions["x"][:, :5], first_x)
+    fresh = _run(tmp_path / "fresh", num_samples=9)
+    np.testing.assert_array_equal(longer.positions["x"], fresh.positions["x"])
+
+
+def test_load_opens_a_run_lazily_with_chain_draw_axes(tmp_path):
+    trace = _run(tmp_path / "run", num_samples=7)
+    loaded = ws.samplers.load(tmp_path / "run")
+    x = loaded.positions["x"]
+    assert x.shape == (2, 7, 3)
+    assert isinstance(x.base, np.memmap) or isinstance(x, np.memmap)
+    np.testing.assert_array_equal(x, trace.positions["x"])
+    assert loaded.stats["accept_prob"].shape == (2, 7)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        ws.samplers.load(tmp_path / "nowhere")
+
+
+def test_in_memory_and_on_disk_runs_give_the_same_draws(tmp_path):
+    disk = _run(tmp_path / "run")
+    memory = _run(None)
+    np.testing.assert_array_equal(disk.positions["x"], memory.positions["x"])
+
+
+def test_cli_sample_runs_and_prints_a_summary(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "weightspace.cli", "sample", "--dataset", "digits",
+         "--n-train", "200", "--model", "mlp", "--hidden", "8", "--chains", "2",
+         "--samples", "3", "--warmup", "2", "--max-steps", "20", "--no-progress",
+         "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert "2 chains x 3 draws" in out.stdout and "accuracy" in out.stdout
+    assert ws.samplers.load(tmp_path / "cli").num_draws == 3
