@@ -260,6 +260,9 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     validation.probability("target_accept", target_accept)
     validation.choice("warmup", warmup, WARMUPS)
     validation.choice("mass_matrix", mass_matrix, MASS_MATRICES)
+    if mass_matrix == "diagonal" and warmup != "adapt":
+        raise ValueError(f"mass_matrix='diagonal' is estimated during warmup and needs "
+                         f"warmup='adapt', got warmup={warmup!r}")
     if step_size is not None:
         step_size = validation.positive_float("step_size", step_size)
     elif warmup != "adapt":

@@ -224,6 +224,11 @@ def test_bad_arguments_are_named(name, value, error):
         _call(**{name: value})
 
 
+def test_a_diagonal_mass_matrix_needs_adaptation():
+    with pytest.raises(ValueError, match="mass_matrix='diagonal'.*warmup='fixed'"):
+        _call(mass_matrix="diagonal")
+
+
 def test_init_must_be_given_for_a_callable_and_have_a_chain_axis():
     with pytest.raises(ValueError, match="init is required"):
         _call(init=None)
