@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
-START, END = "<!-- logdensity:start -->", "<!-- logdensity:end -->"
 
 
 def measure(repeats: int) -> list[dict]:
@@ -89,11 +88,14 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, section: str = "logdensity") -> None:
+    """Replace the `<!-- section:start -->`...`<!-- section:end -->` block of
+    RESULTS.md with `text`, or append the block; the rest of the file stays."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
     old = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{START}\n{text}\n{END}"
-    if START in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END):]
+    block = f"{start}\n{text}\n{end}"
+    if start in old:
+        new = old[:old.index(start)] + block + old[old.index(end) + len(end):]
     else:
         new = old.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(new)
