@@ -61,9 +61,9 @@ def _summary(trace, data, seconds: float) -> str:
     lines = [f"{trace} in {seconds:.1f} s",
              f"acceptance {np.mean(stats['accept_prob']):.3f}, divergences "
              f"{int(np.sum(stats['is_divergent']))}, step size per chain "
-             f"{np.array2string(np.asarray(trace.info['step_size']), precision=3)}, "
+             f"{[float(f'{e:.3g}') for e in np.asarray(stats['step_size'])[:, -1]]}, "
              f"leapfrog steps per trajectory "
-             f"{np.asarray(trace.info['num_integration_steps']).tolist()}",
+             f"{np.asarray(stats['num_steps'])[:, -1].tolist()}",
              f"mean log-density per chain "
              f"{np.array2string(np.mean(stats['logdensity'], axis=1), precision=1)}"]
     if trace.predictions is not None:
