@@ -67,16 +67,16 @@ def _summary(trace, data, seconds: float) -> str:
              f"mean log-density per chain "
              f"{np.array2string(np.mean(stats['logdensity'], axis=1), precision=1)}"]
     if trace.predictions is not None:
-        pred = np.asarray(trace.predictions, np.float64).mean(axis=(0, 1))
+        from weightspace import diagnostics
+
+        pred = diagnostics.ensemble_predictive(trace)
         if data.num_classes is not None:
-            y = data.y_test[: len(pred)]
-            acc = float(np.mean(pred.argmax(-1) == y))
-            nll = float(-np.mean(np.log(np.maximum(pred[np.arange(len(y)), y], 1e-12))))
-            lines.append(f"ensemble of all draws on the test set: accuracy {acc:.4f}, "
-                         f"NLL {nll:.4f}")
+            m = diagnostics.classification_metrics(pred, data.y_test)
+            lines.append(f"ensemble of all draws on the test set: accuracy "
+                         f"{m['accuracy']:.4f}, NLL {m['nll']:.4f}, ECE {m['ece']:.4f}")
         else:
-            rmse = float(np.sqrt(np.mean((pred - data.y_test[: len(pred)]) ** 2)))
-            lines.append(f"ensemble of all draws on the test set: RMSE {rmse:.4f}")
+            lines.append(f"ensemble of all draws on the test set: RMSE "
+                         f"{diagnostics.rmse(pred, data.y_test):.4f}")
     if "run_dir" in trace.info:
         lines.append(f"run directory: {trace.info['run_dir']} "
                      f"(open with ws.samplers.load)")
