@@ -40,7 +40,6 @@ class _Static:
     num_data: int
     num_classes: int | None
     input_shape: tuple[int, ...]
-    input_dtype: Any
     mesh: Any
     dataset_name: str
 
@@ -308,7 +307,7 @@ def posterior(network: Network, data: Dataset, *, prior_variance: float,
     static = _Static(network=network, graphdef=graphdef, likelihood=lik, prior=prior,
                      temperature=temperature, num_data=data.num_train,
                      num_classes=data.num_classes, input_shape=input_shape,
-                     input_dtype=np.dtype(input_dtype), mesh=mesh, dataset_name=data.name)
+                     mesh=mesh, dataset_name=data.name)
     rest = jax.device_put(rest, sharding_lib.replicated(mesh))
     key = jax.random.key(0) if key is None else key
     return Posterior(static, x, y, mask, rest, key)

@@ -251,7 +251,7 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
 
     validation.positive_int("num_chains", num_chains)
     validation.positive_int("num_samples", num_samples)
-    validation.non_negative_int("num_warmup", num_warmup)
+    validation.int_at_least("num_warmup", num_warmup, 0)
     validation.positive_int("thin", thin)
     validation.positive_int("max_num_steps", max_num_steps)
     validation.positive_int("checkpoint_every", checkpoint_every)

@@ -14,20 +14,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def int_at_least(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}={value!r} is not allowed: it must be >= {minimum}")
+    return int(value)
+
+
 def positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1, got {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed: it must be >= 1")
-    return int(value)
-
-
-def non_negative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 0, got {name}={value!r}")
-    if value < 0:
-        raise ValueError(f"{name}={value!r} is not allowed: it must be >= 0")
-    return int(value)
+    return int_at_least(name, value, 1)
 
 
 def positive_float(name: str, value) -> float:
