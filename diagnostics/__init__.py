@@ -1,14 +1,18 @@
 """Diagnostics over arrays with leading (chain, draw) axes: R-hat and ESS in
-weight space and function space, and predictive metrics; summaries, plots and
-permutation alignment arrive with the rest of the diagnostics issue. This
-subpackage never imports weightspace.models or weightspace.samplers."""
+weight space and function space, permutation alignment of weights, predictive
+metrics, summaries and figures. This subpackage never imports
+weightspace.models or weightspace.samplers."""
 
+from weightspace.diagnostics.align import align_permutations
 from weightspace.diagnostics.ess import ess
-from weightspace.diagnostics.rhat import rhat, rhat_summary
+from weightspace.diagnostics.plots import plot_reliability, plot_rhat, plot_trace
 from weightspace.diagnostics.predictive import (
     accuracy, agreement, brier, classification_metrics, ece, ensemble_predictive,
-    gaussian_nll, nll, regression_metrics, rmse, total_variation)
+    gaussian_nll, nll, regression_metrics, reliability_bins, rmse, total_variation)
+from weightspace.diagnostics.rhat import rhat, rhat_summary
+from weightspace.diagnostics.summary import Summary, summary
 
-__all__ = ["rhat", "rhat_summary", "ess", "accuracy", "agreement", "brier", "classification_metrics", "ece",
-           "ensemble_predictive", "gaussian_nll", "nll", "regression_metrics", "rmse",
-           "total_variation"]
+__all__ = ["accuracy", "agreement", "align_permutations", "brier", "classification_metrics",
+           "ece", "ensemble_predictive", "ess", "gaussian_nll", "nll", "plot_reliability",
+           "plot_rhat", "plot_trace", "regression_metrics", "reliability_bins", "rhat",
+           "rhat_summary", "rmse", "Summary", "summary", "total_variation"]

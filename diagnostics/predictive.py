@@ -154,6 +154,19 @@ def ece(probs, labels, num_bins: int = 15) -> float:
     may sum to 1 + 1e-3) in the last. Empty bins contribute nothing.
     probs: (n, k) class probabilities; labels: (n,) ints in [0, k).
     """
+    bins = reliability_bins(probs, labels, num_bins)
+    # |B|/n * |acc - conf| = |sum correct - sum conf| / n, which skips empty bins.
+    return float(np.sum(np.abs(bins["sum_correct"] - bins["sum_confidence"]))
+                 / bins["count"].sum())
+
+
+def reliability_bins(probs, labels, num_bins: int = 15) -> dict[str, np.ndarray]:
+    """Per-bin statistics of the confidence bins of `ece` (see there).
+
+    Returns {"edges": (num_bins + 1,), "count": (num_bins,) ints, "sum_correct",
+    "sum_confidence": (num_bins,) sums of correctness and of max probability,
+    "accuracy", "confidence": their means, NaN for an empty bin}.
+    """
     num_bins = _positive_int("num_bins", num_bins)
     p, y = _classification(probs, labels)
     conf = p.max(axis=1)
@@ -161,10 +174,13 @@ def ece(probs, labels, num_bins: int = 15) -> float:
     edges = np.arange(num_bins + 1, dtype=np.float64) / num_bins
     # side="left" returns i with edges[i-1] < conf <= edges[i]: right-closed bins.
     bins = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, num_bins - 1)
+    count = np.bincount(bins, minlength=num_bins)
     sum_conf = np.bincount(bins, weights=conf, minlength=num_bins)
     sum_correct = np.bincount(bins, weights=correct, minlength=num_bins)
-    # |B|/n * |acc - conf| = |sum correct - sum conf| / n, which skips empty bins.
-    return float(np.sum(np.abs(sum_correct - sum_conf)) / p.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"edges": edges, "count": count, "sum_correct": sum_correct,
+                "sum_confidence": sum_conf, "accuracy": sum_correct / count,
+                "confidence": sum_conf / count}
 
 
 def brier(probs, labels) -> float:

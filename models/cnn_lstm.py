@@ -148,3 +148,19 @@ class CNNLSTM:
             self.hidden_size,
             rngs=rngs,
         )
+
+    def permutation_spec(self) -> dict:
+        """Embedding dimensions, conv filters (relu and max-pooling over time
+        act filter by filter) and LSTM units; the fused LSTM kernels hold four
+        gate blocks of hidden_size columns, viewed as (rows, 4, hidden_size) so
+        that one permutation moves a unit's four gates together."""
+        f, h = self.num_filters, self.hidden_size
+        return {
+            "embedding": [("embed.embedding", 1), ("conv.kernel", 1)],
+            "filters": [("conv.kernel", 2), ("conv.bias", 0),
+                        ("lstm.input_kernel", 0, (f, 4, h))],
+            "lstm": [("lstm.input_kernel", 2, (f, 4, h)),
+                     ("lstm.hidden_kernel", 0, (h, 4, h)),
+                     ("lstm.hidden_kernel", 2, (h, 4, h)),
+                     ("lstm.bias", 1, (4, h)), ("head.kernel", 0)],
+        }

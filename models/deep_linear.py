@@ -88,3 +88,10 @@ class DeepLinear:
                 f"({self.widths[0]},); got input_shape={input_shape!r}"
             )
         return DeepLinearModule(self.widths, rngs=rngs)
+
+    def permutation_spec(self) -> dict:
+        """Units of hidden width l: columns of layers.l.kernel, rows of the next
+        kernel. A deep linear network is also invariant under any invertible
+        matrix between layers; only the permutations are aligned."""
+        return {f"layers.{i}": [(f"layers.{i}.kernel", 1), (f"layers.{i + 1}.kernel", 0)]
+                for i in range(len(self.widths) - 2)}

@@ -87,3 +87,18 @@ class LeNet5:
     def build(self, input_shape: tuple[int, ...], *, rngs: nnx.Rngs) -> LeNet5Module:
         input_shape = _check_input_shape(input_shape)
         return LeNet5Module(input_shape, self.num_outputs, rngs=rngs)
+
+    def permutation_spec(self) -> dict:
+        """Filters of each convolution (max-pooling and relu act channel by
+        channel) and the dense layer's units. The dense layer reads the last
+        (height, width, channels) map flattened, so its rows are viewed as
+        (height * width, channels, units) to permute the channels."""
+        dense_view = (-1, _FILTERS[-1], _DENSE)
+        spec = {}
+        for j in range(len(_FILTERS)):
+            reader = ((f"convs.{j + 1}.kernel", 2) if j + 1 < len(_FILTERS)
+                      else ("hidden.kernel", 1, dense_view))
+            spec[f"convs.{j}"] = [(f"convs.{j}.kernel", 3), (f"convs.{j}.bias", 0), reader]
+        spec["hidden"] = [("hidden.kernel", 2, dense_view), ("hidden.bias", 0),
+                          ("out.kernel", 0)]
+        return spec

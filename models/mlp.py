@@ -87,3 +87,10 @@ class MLP:
         return MLPModule(
             input_shape, self.hidden, self.num_outputs, self.activation, rngs=rngs
         )
+
+    def permutation_spec(self) -> dict:
+        """Hidden units of layer i: columns of layers.i.kernel, entries of
+        layers.i.bias, rows of the next kernel (see ws.diagnostics.align_permutations)."""
+        return {f"layers.{i}": [(f"layers.{i}.kernel", 1), (f"layers.{i}.bias", 0),
+                                (f"layers.{i + 1}.kernel", 0)]
+                for i in range(len(self.hidden))}

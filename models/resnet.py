@@ -176,3 +176,28 @@ class ResNet20FRN:
             self.activation,
             rngs=rngs,
         )
+
+    def permutation_spec(self) -> dict:
+        """Channels of the residual stream of each stage (the stem or shortcut
+        and every block's second conv write it, the next blocks and the head read
+        it), and each block's inner channels (first conv out, second conv in).
+        FRN and the activations act channel by channel."""
+
+        def writes(prefix):  # a ConvFRN's output channels
+            return [(f"{prefix}.conv.kernel", 3), (f"{prefix}.conv.bias", 0),
+                    *((f"{prefix}.norm.{p}", 0) for p in ("gamma", "beta", "tau"))]
+
+        stream = {0: writes("stem")}
+        spec = {}
+        for b in range(_STAGES * _BLOCKS_PER_STAGE):
+            stage, i = divmod(b, _BLOCKS_PER_STAGE)
+            reads = stage - 1 if stage > 0 and i == 0 else stage
+            stream[reads].append((f"blocks.{b}.conv1.conv.kernel", 2))
+            if reads != stage:  # the first block of a later stage has a 1x1 shortcut
+                stream[reads].append((f"blocks.{b}.shortcut.conv.kernel", 2))
+                stream[stage] = writes(f"blocks.{b}.shortcut")
+            stream[stage] += writes(f"blocks.{b}.conv2")
+            spec[f"blocks.{b}.inner"] = [*writes(f"blocks.{b}.conv1"),
+                                         (f"blocks.{b}.conv2.conv.kernel", 2)]
+        stream[_STAGES - 1].append(("head.kernel", 0))
+        return {**{f"stage{s}": entries for s, entries in stream.items()}, **spec}

@@ -9,24 +9,12 @@ from typing import Any
 import jax
 import numpy as np
 
+from weightspace.leaf_names import leaf_name
+
 # Our stat names -> ArviZ's conventional sample_stats names.
 _ARVIZ_STATS = {"accept_prob": "acceptance_rate", "is_divergent": "diverging",
                 "logdensity": "lp", "num_steps": "n_steps", "step_size": "step_size",
                 "energy_error": "energy_error", "is_accepted": "is_accepted"}
-
-
-def leaf_name(path) -> str:
-    """'layers.0.kernel' for the key path of a leaf ('.' because '/' separates
-    groups in ArviZ 1.x DataTrees)."""
-    parts = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                parts.append(str(getattr(entry, attr)))
-                break
-        else:
-            parts.append(str(entry))
-    return ".".join(parts) or "position"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,8 +116,12 @@ def test_cli_sample_runs_and_prints_a_summary(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "weightspace.cli", "sample", "--dataset", "digits",
          "--n-train", "200", "--model", "mlp", "--hidden", "8", "--chains", "2",
-         "--samples", "3", "--warmup", "2", "--max-steps", "20", "--no-progress",
+         "--samples", "4", "--warmup", "2", "--max-steps", "20", "--no-progress",
          "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "2 chains x 3 draws" in out.stdout and "accuracy" in out.stdout
-    assert ws.samplers.load(tmp_path / "cli").num_draws == 3
+    for piece in ("2 chains x 4 draws", "accuracy", "acceptance", "R-hat (rank)",
+                  "weights (aligned)", "predictions bulk", "figures:"):
+        assert piece in out.stdout
+    assert ws.samplers.load(tmp_path / "cli").num_draws == 4
+    for figure in ("trace.png", "rhat.png", "reliability.png"):
+        assert (tmp_path / "cli" / figure).stat().st_size > 0

@@ -1,5 +1,5 @@
-"""The `weightspace` command: `sample` (HMC into a run directory), `datasets`,
-`info`. Diagnostics and experiment subcommands arrive with their issues."""
+"""The `weightspace` command: `sample` (HMC into a run directory, then its
+diagnostics and figures), `datasets`, `info`."""
 
 from __future__ import annotations
 
@@ -54,21 +54,12 @@ def _network(args, data):
     return models.CNNLSTM(vocab_size=data.info.get("vocab_size", 20000), num_outputs=outputs)
 
 
-def _summary(trace, data, seconds: float) -> str:
-    import numpy as np
+def _summary(trace, data, network, seconds: float) -> str:
+    from weightspace import diagnostics
 
-    stats = trace.stats
-    lines = [f"{trace} in {seconds:.1f} s",
-             f"acceptance {np.mean(stats['accept_prob']):.3f}, divergences "
-             f"{int(np.sum(stats['is_divergent']))}, step size per chain "
-             f"{[float(f'{e:.3g}') for e in np.asarray(stats['step_size'])[:, -1]]}, "
-             f"leapfrog steps per trajectory "
-             f"{np.asarray(stats['num_steps'])[:, -1].tolist()}",
-             f"mean log-density per chain "
-             f"{np.array2string(np.mean(stats['logdensity'], axis=1), precision=1)}"]
+    lines = [f"{trace} in {seconds:.1f} s", "",
+             str(diagnostics.summary(trace, network=network)), ""]
     if trace.predictions is not None:
-        from weightspace import diagnostics
-
         pred = diagnostics.ensemble_predictive(trace)
         if data.num_classes is not None:
             m = diagnostics.classification_metrics(pred, data.y_test)
@@ -80,7 +71,30 @@ def _summary(trace, data, seconds: float) -> str:
     if "run_dir" in trace.info:
         lines.append(f"run directory: {trace.info['run_dir']} "
                      f"(open with ws.samplers.load)")
+        lines += _figures(trace, data, trace.info["run_dir"])
     return "\n".join(lines)
+
+
+def _figures(trace, data, run_dir) -> list[str]:
+    """R-hat histograms, trace plots and a reliability diagram into the run directory."""
+    import os
+
+    from weightspace import diagnostics
+
+    written = [os.path.join(run_dir, "trace.png")]
+    diagnostics.plot_trace(trace, path=written[0])
+    if trace.num_chains >= 2 and trace.num_draws >= 4:
+        path = os.path.join(run_dir, "rhat.png")
+        weights = diagnostics.rhat(trace.positions)
+        preds = None if trace.predictions is None else diagnostics.rhat(trace.predictions)
+        diagnostics.plot_rhat(weights, preds, path=path)
+        written.append(path)
+    if trace.predictions is not None and data.num_classes is not None:
+        path = os.path.join(run_dir, "reliability.png")
+        diagnostics.plot_reliability(diagnostics.ensemble_predictive(trace), data.y_test,
+                                     path=path)
+        written.append(path)
+    return ["figures: " + ", ".join(written)]
 
 
 def _sample(args) -> int:
@@ -92,7 +106,8 @@ def _sample(args) -> int:
 
     data = ws.data.load(args.dataset, seed=args.seed, data_dir=args.data_dir,
                         n_train=args.n_train)
-    post = ws.models.posterior(_network(args, data), data,
+    network = _network(args, data)
+    post = ws.models.posterior(network, data,
                                prior_variance=args.prior_variance,
                                temperature=args.temperature)
     start = time.perf_counter()
@@ -104,7 +119,7 @@ def _sample(args) -> int:
         warmup=args.warmup_mode, thin=args.thin,
         eval_x=None if args.no_eval else data.x_test, run_dir=args.out,
         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-    print(_summary(trace, data, time.perf_counter() - start))
+    print(_summary(trace, data, network, time.perf_counter() - start))
     return 0
 
 

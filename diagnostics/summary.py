@@ -1,0 +1,173 @@
+"""One table of a sampler run's health: R-hat and ESS in weight space and in
+function space, acceptance and divergences per chain and overall."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from weightspace.diagnostics.align import align_permutations
+from weightspace.diagnostics.ess import ess
+from weightspace.diagnostics.rhat import METHODS, rhat, rhat_summary
+from weightspace.leaf_names import named_leaves
+
+RHAT_QUANTILES = (0.5, 0.9, 0.99, 1.0)
+# Small ESS is the warning sign, so the low quantiles are reported.
+ESS_QUANTILES = (0.0, 0.01, 0.1, 0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """Tables of `summary(trace)`, each a list of rows (dicts):
+
+    rhat: one row per space ("weights", "weights (aligned)", "predictions"):
+        count, nan_count, fraction_below {threshold: fraction}, quantiles {q: value}.
+    ess: one row per space and kind (bulk, tail): count, quantiles {q: value}.
+    chains: one row per chain and a last row with chain "all": draws, mean
+        acceptance probability, divergent transitions (count and fraction),
+        mean log density, last step size and number of leapfrog steps (those
+        the trace's stats have).
+    notes: what was left out and why (e.g. one chain: no R-hat).
+    `str(summary)` prints the tables; `to_dict()` is JSON-ready.
+    """
+
+    method: str
+    rhat: list
+    ess: list
+    chains: list
+    notes: list
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        return format_summary(self)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return [line(header), *map(line, rows)]
+
+
+def _num(x: float, digits: int = 4) -> str:
+    return "nan" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _percent(x: float) -> str:
+    return "nan" if not np.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def _q(q: float) -> str:
+    return {0.0: "min", 0.5: "median", 1.0: "max"}.get(q, f"{100 * q:g}%")
+
+
+def format_summary(s: Summary) -> str:
+    """The printable form of a Summary."""
+    out = []
+    if s.rhat:
+        thresholds = list(s.rhat[0]["fraction_below"])
+        quantiles = list(s.rhat[0]["quantiles"])
+        header = [f"R-hat ({s.method})", "n", *(f"< {t:g}" for t in thresholds),
+                  *map(_q, quantiles), "NaN"]
+        out += _table(header, [
+            [r["space"], f"{r['count']:,}",
+             *(_percent(r["fraction_below"][t]) for t in thresholds),
+             *(_num(r["quantiles"][q]) for q in quantiles), f"{r['nan_count']:,}"]
+            for r in s.rhat])
+        out.append("")
+    if s.ess:
+        quantiles = list(s.ess[0]["quantiles"])
+        out += _table(["ESS", "n", *map(_q, quantiles)], [
+            [f"{r['space']} {r['kind']}", f"{r['count']:,}",
+             *(_num(r["quantiles"][q], 3) for q in quantiles)] for r in s.ess])
+        out.append("")
+    if s.chains:
+        columns = [("draws", "draws", lambda v: f"{v:,}"),
+                   ("accept_prob", "acceptance", lambda v: f"{v:.3f}"),
+                   ("divergences", "divergences", lambda v: f"{v:,}"),
+                   ("divergent_fraction", "divergent", _percent),
+                   ("mean_logdensity", "mean log density", lambda v: f"{v:.1f}"),
+                   ("step_size", "step size", lambda v: f"{v:.3g}"),
+                   ("num_steps", "leapfrog steps", lambda v: f"{v:,}")]
+        columns = [c for c in columns if c[0] in s.chains[0]]
+        out += _table(["chain", *(c[1] for c in columns)], [
+            [str(r["chain"]), *(fmt(r[key]) if key in r else "" for key, _, fmt in columns)]
+            for r in s.chains])
+    out += [f"note: {n}" for n in s.notes]
+    return "\n".join(out).strip("\n")
+
+
+def _chain_rows(stats: dict, num_chains: int, num_draws: int) -> list[dict]:
+    stats = {k: np.asarray(v) for k, v in (stats or {}).items()}
+
+    def row(chain, pick):
+        r = {"chain": chain, "draws": int(num_draws * (num_chains if chain == "all" else 1))}
+        if "accept_prob" in stats:
+            r["accept_prob"] = float(np.mean(pick(stats["accept_prob"])))
+        if "is_divergent" in stats:
+            div = pick(stats["is_divergent"]).astype(bool)
+            r["divergences"] = int(div.sum())
+            r["divergent_fraction"] = float(div.mean())
+        if "logdensity" in stats:
+            r["mean_logdensity"] = float(np.mean(pick(stats["logdensity"])))
+        if "step_size" in stats and chain != "all":
+            r["step_size"] = float(pick(stats["step_size"])[-1])
+        if "num_steps" in stats and chain != "all":
+            r["num_steps"] = int(pick(stats["num_steps"])[-1])
+        return r
+
+    rows = [row(c, lambda a, c=c: a[c]) for c in range(num_chains)]
+    return [*rows, row("all", lambda a: a)]
+
+
+def summary(trace: Any, *, method: str = "rank", network: Any = None,
+            thresholds=(1.1, 1.01), chunk_size: int | None = None) -> Summary:
+    """R-hat and ESS in weight space and function space, and per-chain stats.
+
+    trace: a `Trace` (or anything with `positions`, leaves (chain, draw, ...),
+        `stats`, a dict of (chain, draw) arrays, and `predictions`, None or
+        (chain, draw, ...)).
+    method: R-hat estimator, "rank" (Vehtari et al. 2021), "split" or
+        "classic" (as reported by Izmailov et al. 2021); see `rhat`.
+    network: when given (a network of ws.models, a Posterior or a permutation
+        spec), weight-space R-hat is also reported on permutation-aligned
+        weights (`align_permutations`).
+    thresholds: R-hat values whose fraction-below is reported.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got method={method!r}")
+    for name in ("positions", "stats"):
+        if not hasattr(trace, name):
+            raise TypeError(f"trace must have .positions and .stats (a ws.samplers "
+                            f"Trace); got trace={trace!r}")
+    leaves = named_leaves(trace.positions)
+    if not leaves or any(np.ndim(x) < 2 for x in leaves.values()):
+        raise ValueError("trace.positions must have leaves shaped (chain, draw, ...)")
+    num_chains, num_draws = np.shape(next(iter(leaves.values())))[:2]
+    spaces = {"weights": trace.positions}
+    if network is not None:
+        spaces["weights (aligned)"] = align_permutations(trace.positions, network)
+    predictions = getattr(trace, "predictions", None)
+    if predictions is not None:
+        spaces["predictions"] = predictions
+
+    rhat_rows, ess_rows, notes = [], [], []
+    if num_chains < 2 or num_draws < 4:
+        notes.append(f"R-hat and ESS need at least 2 chains of 4 draws; the trace has "
+                     f"{num_chains} chain(s) of {num_draws} draw(s)")
+    else:
+        for space, draws in spaces.items():
+            r = rhat_summary(rhat(draws, method=method, chunk_size=chunk_size),
+                             thresholds=tuple(thresholds), quantiles=RHAT_QUANTILES)
+            rhat_rows.append({"space": space, **r})
+            for kind in ("bulk", "tail"):
+                values = ess(draws, method=kind, chunk_size=chunk_size)
+                pooled = rhat_summary(values, thresholds=(), quantiles=ESS_QUANTILES)
+                ess_rows.append({"space": space, "kind": kind, "count": pooled["count"],
+                                 "quantiles": pooled["quantiles"]})
+    return Summary(method, rhat_rows, ess_rows,
+                   _chain_rows(trace.stats, num_chains, num_draws), notes)
