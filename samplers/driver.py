@@ -34,6 +34,9 @@ class Plan:
     thin: int
     checkpoint_every: int      # driver steps (warmup transitions or kept draws)
     checkpoint_seconds: float  # or this much wall time, whichever comes first
+    # j -> last transition of kept draw j, when draws are not evenly thinned
+    # (cyclical schedules); the sample step finds its own end in that case.
+    draw_end: Callable[[int], int] | None = None
 
     @property
     def num_steps(self) -> int:
@@ -43,7 +46,10 @@ class Plan:
         """Index of the first transition of driver step `step`."""
         if step < self.num_warmup:
             return step
-        return self.num_warmup + (step - self.num_warmup) * self.thin
+        draw = step - self.num_warmup
+        if self.draw_end is None:
+            return self.num_warmup + draw * self.thin
+        return self.num_warmup if draw == 0 else self.draw_end(draw - 1) + 1
 
 
 def to_host(x) -> np.ndarray:
@@ -66,7 +72,8 @@ def _record(positions, stats, predictions) -> dict[str, np.ndarray]:
 
 
 class _Progress:
-    """tqdm bar on stderr: draws done, acceptance, step size, divergences, log-density."""
+    """tqdm bar on stderr with the running means of what the stats hold:
+    acceptance, step size, divergences, log density."""
 
     def __init__(self, plan: Plan, start: int, enabled: bool, desc: str):
         from tqdm.auto import tqdm
@@ -80,15 +87,25 @@ class _Progress:
 
     def update(self, step: int, stats: dict[str, np.ndarray]):
         sampling = step >= self.plan.num_warmup
-        if sampling:
-            self.accept_sum += float(np.mean(stats["accept_prob"]))
-            self.count += 1
-            self.divergent += int(np.sum(stats["is_divergent"]))
-        self.bar.set_postfix_str(
-            f"{'sample' if sampling else 'warmup'} "
-            f"acc={(self.accept_sum / self.count) if self.count else float(np.mean(stats['accept_prob'])):.2f} "
-            f"eps={float(np.mean(stats['step_size'])):.3g} div={self.divergent} "
-            f"logp={float(np.mean(stats['logdensity'])):.4g}", refresh=False)
+        parts = ["sample" if sampling else "warmup"]
+        if "accept_prob" in stats:
+            accept = float(np.mean(stats["accept_prob"]))
+            if sampling:
+                self.accept_sum += accept
+                self.count += 1
+                accept = self.accept_sum / self.count
+            parts.append(f"acc={accept:.2f}")
+        if "step_size" in stats:
+            parts.append(f"eps={float(np.mean(stats['step_size'])):.3g}")
+        if "is_divergent" in stats:
+            if sampling:
+                self.divergent += int(np.sum(stats["is_divergent"]))
+            parts.append(f"div={self.divergent}")
+        for name, label in (("logdensity", "logp"), ("minibatch_logdensity", "logp~"),
+                            ("loss", "loss")):
+            if name in stats:
+                parts.append(f"{label}={float(np.mean(stats[name])):.4g}")
+        self.bar.set_postfix_str(" ".join(parts), refresh=False)
         self.bar.update(1)
 
     def close(self):

@@ -14,6 +14,7 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 _POSTERIOR_API = ("logdensity", "init", "predict", "mesh", "prior_variance", "temperature",
@@ -98,3 +99,64 @@ def fingerprint(tree) -> str:
         digest.update(str((arr.shape, arr.dtype.str)).encode())
         digest.update(np.ascontiguousarray(arr).tobytes())
     return digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class MinibatchTarget:
+    """What a stochastic-gradient sampler needs.
+
+    tree: the pytree argument of the jitted steps: (posterior or None, data rows).
+    estimate_of(tree): f(position, batch) -> unbiased estimate of the full
+        log density from a batch (a pytree of row arrays like `data_of(tree)`).
+    data_of(tree): the training rows, a pytree of arrays with num_data rows
+        first (a Posterior's may be followed by padding rows, never sampled).
+    """
+
+    tree: Any
+    estimate_of: Callable
+    data_of: Callable
+    num_data: int
+    predict_of: Callable | None
+    posterior: Any
+    mesh: Any
+    description: dict
+
+    def init_positions(self, key, num_chains: int):
+        keys = jax.random.split(key, num_chains)
+        return jax.jit(jax.vmap(self.posterior.init))(keys)
+
+
+def resolve_minibatch(target, *, data=None, predict_fn=None, mesh=None) -> MinibatchTarget:
+    """A MinibatchTarget for a Posterior (its minibatch_logdensity over its own
+    training rows) or a callable `logdensity(position, batch)` over `data`."""
+    if is_posterior(target):
+        if data is not None:
+            raise ValueError("data is only for a callable target: a Posterior samples "
+                             "minibatches of its own training rows")
+        full = resolve(target, predict_fn=predict_fn, mesh=mesh)
+        return MinibatchTarget(
+            tree=(target, None),
+            estimate_of=lambda tree: tree[0].minibatch_logdensity,
+            data_of=lambda tree: (tree[0].x, tree[0].y), num_data=int(target.num_data),
+            predict_of=None if full.predict_of is None else (
+                lambda tree: full.predict_of(tree[0])),
+            posterior=target, mesh=target.mesh, description=full.description)
+    if not callable(target):
+        raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
+                        f"logdensity(position, batch) -> scalar, got {type(target).__name__}")
+    if data is None:
+        raise ValueError("data is required with a callable target: a pytree of arrays "
+                         "with the training rows first, e.g. (x, y)")
+    leaves = jax.tree.leaves(data)
+    lengths = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in leaves}
+    if not leaves or len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        raise ValueError(f"data must be a pytree of arrays sharing a leading number of "
+                         f"rows > 0; got shapes {[np.shape(a) for a in leaves]}")
+    data = jax.tree.map(jnp.asarray, data)
+    return MinibatchTarget(
+        tree=(None, data), estimate_of=lambda _: target, data_of=lambda tree: tree[1],
+        num_data=lengths.pop(),
+        predict_of=None if predict_fn is None else (lambda _: predict_fn),
+        posterior=None, mesh=mesh,
+        description={"kind": "callable", "name": _callable_name(target),
+                     "data": fingerprint(data)})

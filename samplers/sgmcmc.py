@@ -1,0 +1,396 @@
+"""Stochastic-gradient MCMC, leaf by leaf: SGLD, preconditioned SGLD, SGHMC.
+
+With g = grad of an unbiased minibatch estimate of log p(w | D) (the
+Posterior's own temperature included), step size eps and temperature T:
+
+- SGLD (Welling and Teh 2011):   w <- w + eps/2 g + N(0, eps T)
+- pSGLD (Li et al. 2016), RMSprop preconditioner G = 1 / (lambda + sqrt(V)),
+  V <- alpha V + (1 - alpha) (g / N)^2 (N training rows, so V tracks the
+  per-example gradient as in the paper; alpha = 0.99, lambda = 1e-5 there):
+                                 w <- w + eps/2 G g + N(0, eps T G)
+  (the small correction term Gamma of the paper is dropped, as is usual).
+- SGHMC (Chen et al. 2014, eq. 15, with beta_hat = 0), learning rate eps and
+  friction alpha (1 - alpha is the momentum of SGD):
+                                 v <- (1 - alpha) v + eps g + N(0, 2 alpha eps T)
+                                 w <- w + v
+
+The stationary distribution approaches p(w | D)^(1/T) as eps -> 0; at a finite
+eps it is biased. On a Gaussian target with precision A and exact gradients,
+SGLD is the linear recursion w' = (I - eps A/2) w + eps/2 b + sqrt(eps T) xi,
+whose stationary covariance S solves the discrete Lyapunov equation
+S = (I - eps A/2) S (I - eps A/2)^T + eps T I: along an eigenvector of A with
+eigenvalue a the variance is T / (a (1 - eps a / 4)), larger than T / a by the
+factor 1 / (1 - eps a / 4). SGHMC's (w, v) recursion has its own Lyapunov
+equation. Minibatch gradient noise adds to both (tests/test_sgmcmc.py checks
+the full-batch formulas and the minibatch means).
+
+A step whose result is not finite (NaN or inf in the new state or the
+estimate) is rejected: the state stays where it was and the step is flagged
+divergent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PSGLD_ALPHA = 0.99   # Li et al. 2016
+PSGLD_LAMBDA = 1e-5  # Li et al. 2016
+SGHMC_FRICTION = 0.1  # SGD momentum 0.9; Chen et al. 2014 suggest 0.01-0.1
+
+
+class SGLDState(NamedTuple):
+    position: Any
+    square_avg: Any  # pSGLD's running average of squared per-example gradients, or None
+
+
+class SGHMCState(NamedTuple):
+    position: Any
+    momentum: Any
+
+
+class SGMCMCInfo(NamedTuple):
+    step_size: jax.Array
+    noise: jax.Array                 # bool: noise injected (False in exploration stages)
+    minibatch_logdensity: jax.Array  # the estimate at the position the step started from
+    is_divergent: jax.Array
+
+
+def _normal_like(key, tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
+                                        for k, x in zip(keys, leaves)])
+
+
+def _all_finite(*trees) -> jax.Array:
+    flags = [jnp.all(jnp.isfinite(x)) for t in trees for x in jax.tree.leaves(t)]
+    return jnp.all(jnp.stack(flags))
+
+
+def _keep_finite(new, old, value, grad):
+    ok = _all_finite(new, value, grad)
+    return jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old), ~ok
+
+
+def sgld_init(position, preconditioned: bool = False) -> SGLDState:
+    square_avg = jax.tree.map(jnp.zeros_like, position) if preconditioned else None
+    return SGLDState(position, square_avg)
+
+
+def sghmc_init(position) -> SGHMCState:
+    return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
+
+
+def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: float = 1.0,
+                      preconditioned: bool = False, alpha: float = PSGLD_ALPHA,
+                      lam: float = PSGLD_LAMBDA):
+    """step(key, state, batch, step_size, noise) -> (state, info).
+
+    estimate_fn(position, batch): unbiased estimate of log p(w | D).
+    noise: bool (may be traced); False makes the step plain (preconditioned)
+        gradient ascent, the exploration stage of cyclical schedules.
+    """
+
+    def step(key, state: SGLDState, batch, step_size, noise):
+        value, grad = jax.value_and_grad(estimate_fn)(state.position, batch)
+        z = _normal_like(key, state.position)
+        scale = jnp.where(noise, jnp.sqrt(step_size * temperature), 0.0)
+        if preconditioned:
+            square_avg = jax.tree.map(
+                lambda v, g: alpha * v + (1 - alpha) * jnp.square(g / num_data),
+                state.square_avg, grad)
+            precond = jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), square_avg)
+            position = jax.tree.map(
+                lambda w, g, p, e: w + 0.5 * step_size * p * g + scale * jnp.sqrt(p) * e,
+                state.position, grad, precond, z)
+        else:
+            square_avg = None
+            position = jax.tree.map(lambda w, g, e: w + 0.5 * step_size * g + scale * e,
+                                    state.position, grad, z)
+        new, divergent = _keep_finite(SGLDState(position, square_avg), state, value, grad)
+        return new, SGMCMCInfo(jnp.asarray(step_size, jnp.float32), jnp.asarray(noise),
+                               value, divergent)
+
+    return step
+
+
+def build_sghmc_kernel(estimate_fn: Callable, *, temperature: float = 1.0,
+                       friction: float = SGHMC_FRICTION):
+    """step(key, state, batch, step_size, noise) -> (state, info); see SGLD's."""
+
+    def step(key, state: SGHMCState, batch, step_size, noise):
+        value, grad = jax.value_and_grad(estimate_fn)(state.position, batch)
+        z = _normal_like(key, state.position)
+        scale = jnp.where(noise, jnp.sqrt(2.0 * friction * step_size * temperature), 0.0)
+        momentum = jax.tree.map(lambda v, g, e: (1 - friction) * v + step_size * g + scale * e,
+                                state.momentum, grad, z)
+        position = jax.tree.map(jnp.add, state.position, momentum)
+        new, divergent = _keep_finite(SGHMCState(position, momentum), state, value, grad)
+        return new, SGMCMCInfo(jnp.asarray(step_size, jnp.float32), jnp.asarray(noise),
+                               value, divergent)
+
+    return step
+
+
+# ------------------------------------------------------------------ samplers
+
+class SGMCMCChains(NamedTuple):
+    """What the chains carry (leading axis = chain); checkpointed as is."""
+
+    key_data: jax.Array        # noise keys
+    batch_key_data: jax.Array  # minibatch order keys
+    state: Any                 # SGLDState or SGHMCState
+
+
+def _block_end(schedule, thin: int, samples_per_cycle: int):
+    """t -> last transition of the kept draw whose block starts at t."""
+    from weightspace.samplers.schedules import Cyclical
+
+    if not isinstance(schedule, Cyclical):
+        return lambda t: t + thin - 1
+    cycle = schedule.cycle_length
+    ends = jnp.asarray(schedule.sampling_transitions(0, samples_per_cycle), jnp.int32)
+
+    def end(t):
+        m = jnp.mod(t, cycle)
+        return t - m + jnp.min(jnp.where(ends >= m, ends, 2 * cycle))
+
+    return end
+
+
+def _draw_end_host(schedule, num_warmup: int, thin: int, samples_per_cycle: int):
+    """j -> last transition of kept draw j (host ints), or None for evenly thinned draws."""
+    from weightspace.samplers.schedules import Cyclical
+
+    if not isinstance(schedule, Cyclical):
+        return None
+    cycle = schedule.cycle_length
+    ends = schedule.sampling_transitions(0, samples_per_cycle)
+    first_cycle, offset = divmod(num_warmup, cycle)
+    first = [e for e in ends if e >= offset]
+
+    def draw_end(j: int) -> int:
+        if j < len(first):
+            return first_cycle * cycle + first[j]
+        c, k = divmod(j - len(first), len(ends))
+        return (first_cycle + 1 + c) * cycle + ends[k]
+
+    return draw_end
+
+
+def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_warmup,
+            batch_size, step_size, schedule, temperature, thin, samples_per_cycle,
+            eval_x, predict_fn, mesh, run_dir, checkpoint_every, checkpoint_seconds,
+            progress, kernel_options: dict):
+    from weightspace.samplers import driver, minibatch, schedules, target as target_lib
+    from weightspace.samplers import validation
+
+    validation.positive_int("num_chains", num_chains)
+    validation.positive_int("num_samples", num_samples)
+    validation.int_at_least("num_warmup", num_warmup, 0)
+    validation.positive_int("thin", thin)
+    validation.positive_int("samples_per_cycle", samples_per_cycle)
+    validation.positive_int("checkpoint_every", checkpoint_every)
+    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
+    temperature = validation.positive_float("temperature", temperature)
+    if step_size is not None:
+        step_size = validation.positive_float("step_size", step_size)
+    sched = schedules.resolve(schedule, step_size)
+    if isinstance(sched, schedules.Cyclical):
+        if thin != 1:
+            raise ValueError(f"thin={thin} is not used with a cyclical schedule: draws are "
+                             f"samples_per_cycle evenly spaced transitions of each sampling "
+                             f"stage")
+        sched.sampling_transitions(0, samples_per_cycle)  # raises if they do not fit
+    elif samples_per_cycle != 1:
+        raise ValueError(f"samples_per_cycle={samples_per_cycle} needs a cyclical schedule")
+    tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn, mesh=mesh)
+    batch_size = validation.positive_int("batch_size", batch_size)
+    if batch_size > tgt.num_data:
+        raise ValueError(f"batch_size={batch_size} is larger than the {tgt.num_data} "
+                         f"training rows")
+    key = validation.prng_key("key", key)
+    mesh = tgt.mesh
+    validation.chains_fit_mesh(num_chains, mesh)
+
+    key_init, key_chains, key_batches = jax.random.split(key, 3)
+    if init is None:
+        if tgt.posterior is None:
+            raise ValueError("init is required for a callable target: a pytree whose "
+                             "leaves have a leading num_chains axis")
+        positions = tgt.init_positions(key_init, num_chains)
+    else:
+        positions = validation.chain_init("init", init, num_chains)
+    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
+
+    num_data = tgt.num_data
+    if kind == "sghmc":
+        kernel = build_sghmc_kernel
+        options = {"temperature": temperature, **kernel_options}
+        init_state = sghmc_init
+    else:
+        kernel = build_sgld_kernel
+        options = {"temperature": temperature, "num_data": num_data, **kernel_options}
+        preconditioned = kernel_options.get("preconditioned", False)
+        init_state = lambda w: sgld_init(w, preconditioned)  # noqa: E731
+    block_end = _block_end(sched, thin, samples_per_cycle)
+
+    def transition(tree, c: SGMCMCChains, t):
+        estimate = tgt.estimate_of(tree)
+        idx = minibatch.batch_indices(jax.random.wrap_key_data(c.batch_key_data), t,
+                                      num_data, batch_size)
+        batch = minibatch.take(tgt.data_of(tree), idx, mesh)
+        eps, noise = sched(t)
+        step = kernel(estimate, **options)
+        noise_key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
+        state, info = step(noise_key, c.state, batch, eps, noise)
+        return c._replace(state=state), info
+
+    def warmup_one(tree, c, t):
+        return transition(tree, c, t)
+
+    def sample_one(tree, c, t):
+        t = jnp.asarray(t, jnp.int32)
+        end = block_end(t)
+        c, info = transition(tree, c, t)
+
+        def body(i, carry):
+            c, info = carry
+            c, new = transition(tree, c, i)
+            return c, new._replace(is_divergent=new.is_divergent | info.is_divergent)
+
+        return jax.lax.fori_loop(t + 1, end + 1, body, (c, info))
+
+    spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
+    shard = None if mesh is None else _chain_sharding(mesh)
+
+    def chainwise(one):
+        def step(tree, carry, t):
+            carry, info = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(
+                tree, carry, t)
+            return carry, info._asdict()
+        if shard is None:
+            return jax.jit(step)
+        return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
+
+    chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
+    batch_keys = jax.random.key_data(jax.random.split(key_batches, num_chains))
+    carry = SGMCMCChains(chain_keys, batch_keys, jax.vmap(init_state)(positions))
+    if shard is not None:
+        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
+
+    predict = None
+    if eval_x is not None:
+        predict_of = tgt.predict_of
+        predict = jax.jit(lambda tree, pos, x: jax.vmap(predict_of(tree), in_axes=(0, None))(
+            pos, x))
+
+    config = {"sampler": kind, "num_chains": num_chains, "num_samples": num_samples,
+              "num_warmup": num_warmup, "batch_size": batch_size,
+              "schedule": repr(sched), "temperature": temperature, "thin": thin,
+              "samples_per_cycle": samples_per_cycle,
+              "kernel": {k: v for k, v in kernel_options.items()},
+              "key": target_lib.fingerprint(jax.random.key_data(key)),
+              "init": None if init is None else target_lib.fingerprint(init),
+              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
+              "target": tgt.description,
+              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
+    plan = driver.Plan(num_warmup=num_warmup, num_samples=num_samples, thin=thin,
+                       checkpoint_every=checkpoint_every,
+                       checkpoint_seconds=checkpoint_seconds,
+                       draw_end=_draw_end_host(sched, num_warmup, thin, samples_per_cycle))
+    return driver.run(tree=tgt.tree, carry=carry, warmup_step=chainwise(warmup_one),
+                      sample_step=chainwise(sample_one),
+                      positions_of=lambda c: c.state.position, predict=predict,
+                      eval_x=eval_x, plan=plan, run_dir=run_dir, config=config,
+                      progress=progress, desc=kind,
+                      info_of=lambda c: {"schedule": repr(sched), "batch_size": batch_size,
+                                         "num_data": num_data})
+
+
+def _chain_sharding(mesh):
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec("chain"))
+
+
+_COMMON_DOC = """
+    target: a Posterior (minibatches of its training rows, the likelihood scaled
+        to the full data by `minibatch_logdensity`), or a callable
+        logdensity(position, batch) -> unbiased estimate of the full log
+        density, with `data` the training rows (a pytree of arrays, rows first).
+    init: starting positions, leaves with a leading num_chains axis (required
+        for a callable; default posterior.init with independent keys).
+    num_samples: draws kept per chain. With a constant step size, after
+        num_warmup burn-in transitions, one draw every `thin` transitions. With
+        schedule=ws.samplers.cyclical(...), `samples_per_cycle` draws evenly
+        spaced over each cycle's sampling stage (the last at the cycle's end),
+        from transition num_warmup on.
+    batch_size: rows per minibatch, drawn without replacement within an epoch
+        (samplers/minibatch.py); at most the number of training rows.
+    step_size or schedule: a constant step size, or a schedule object.
+    temperature: T of the injected noise; the stationary distribution is
+        p(w | D)^(1/T) (a Posterior's own temperature multiplies in).
+    eval_x, predict_fn, mesh, run_dir, checkpoint_every, checkpoint_seconds,
+    progress: as for ws.samplers.hmc (draws stream to run_dir; a killed run
+        resumes to the draws an uninterrupted one makes).
+    Stats per draw: step_size, noise, minibatch_logdensity (the estimate at
+    the last transition's start) and is_divergent (a non-finite step was
+    rejected in the draw's block).
+"""
+
+
+def sgld(target, key, *, data=None, init=None, num_chains: int = 1, num_samples: int,
+         num_warmup: int = 0, batch_size: int, step_size: float | None = None,
+         schedule=None, temperature: float = 1.0, preconditioner: str | None = None,
+         thin: int = 1, samples_per_cycle: int = 1, eval_x=None, predict_fn=None,
+         mesh=None, run_dir=None, checkpoint_every: int = 100,
+         checkpoint_seconds: float = 300.0, progress: bool = True):
+    """Stochastic gradient Langevin dynamics chains (Welling and Teh 2011); with
+    preconditioner="rmsprop", pSGLD (Li et al. 2016). Returns a `Trace`.
+    """
+    from weightspace.samplers import validation
+
+    if preconditioner is not None:
+        validation.choice("preconditioner", preconditioner, ("rmsprop",))
+    return _sgmcmc("sgld" if preconditioner is None else "psgld", target, key, data=data,
+                   init=init, num_chains=num_chains, num_samples=num_samples,
+                   num_warmup=num_warmup, batch_size=batch_size, step_size=step_size,
+                   schedule=schedule, temperature=temperature, thin=thin,
+                   samples_per_cycle=samples_per_cycle, eval_x=eval_x,
+                   predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
+                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                   progress=progress,
+                   kernel_options={"preconditioned": preconditioner is not None})
+
+
+def sghmc(target, key, *, data=None, init=None, num_chains: int = 1, num_samples: int,
+          num_warmup: int = 0, batch_size: int, step_size: float | None = None,
+          schedule=None, friction: float = SGHMC_FRICTION, temperature: float = 1.0,
+          thin: int = 1, samples_per_cycle: int = 1, eval_x=None, predict_fn=None,
+          mesh=None, run_dir=None, checkpoint_every: int = 100,
+          checkpoint_seconds: float = 300.0, progress: bool = True):
+    """Stochastic gradient HMC chains (Chen et al. 2014); with
+    schedule=ws.samplers.cyclical(...), cyclical SGHMC (Zhang et al. 2020).
+    step_size is the learning rate eps; friction alpha in (0, 1]. Returns a `Trace`.
+    """
+    from weightspace.samplers import validation
+
+    friction = validation.positive_float("friction", friction)
+    if friction > 1:
+        raise ValueError(f"friction must be in (0, 1] (1 - friction is the momentum); got "
+                         f"friction={friction!r}")
+    return _sgmcmc("sghmc", target, key, data=data, init=init, num_chains=num_chains,
+                   num_samples=num_samples, num_warmup=num_warmup, batch_size=batch_size,
+                   step_size=step_size, schedule=schedule, temperature=temperature,
+                   thin=thin, samples_per_cycle=samples_per_cycle, eval_x=eval_x,
+                   predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
+                   checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                   progress=progress, kernel_options={"friction": friction})
+
+
+sgld.__doc__ += _COMMON_DOC
+sghmc.__doc__ += _COMMON_DOC
