@@ -1,4 +1,5 @@
-"""HMC run directories: kill and resume, refusal to mix runs, lazy loading, CLI."""
+"""Run directories of HMC and SGLD: kill and resume, refusal to mix runs, lazy
+loading, CLI."""
 
 import json
 import os
@@ -16,11 +17,11 @@ import pytest
 
 import weightspace as ws
 
-WORKER = Path(__file__).with_name("hmc_run_worker.py")
+WORKER = Path(__file__).with_name("run_worker.py")
 
 
-def _worker(run_dir, *extra, wait=True):
-    cmd = [sys.executable, str(WORKER), str(run_dir), *map(str, extra)]
+def _worker(sampler, run_dir, *extra, wait=True):
+    cmd = [sys.executable, str(WORKER), sampler, str(run_dir), *map(str, extra)]
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -35,11 +36,13 @@ def _committed(run_dir) -> int:
         return 0
 
 
-def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tmp_path):
+@pytest.mark.parametrize("sampler", ["hmc", "sgld"])
+def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tmp_path,
+                                                                              sampler):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _worker(reference)
+    _worker(sampler, reference)
     rng = random.Random(os.getpid())
-    proc = _worker(killed, wait=False)
+    proc = _worker(sampler, killed, wait=False)
     try:
         deadline = time.monotonic() + 300
         while _committed(killed) < 2 and proc.poll() is None and time.monotonic() < deadline:
@@ -52,7 +55,7 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tm
     assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
     partial = ws.samplers.load(killed)  # a partial run opens, with whole draws only
     assert 0 < partial.num_draws < 30
-    _worker(killed)
+    _worker(sampler, killed)
     a, b = ws.samplers.load(reference), ws.samplers.load(killed)
     assert a.num_draws == b.num_draws == 30
     for x, y in zip(jax.tree.leaves(a.positions), jax.tree.leaves(b.positions)):

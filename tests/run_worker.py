@@ -1,0 +1,29 @@
+"""A sampling job for tests/test_hmc_runs.py: HMC or SGLD on a small digits
+posterior into RUN_DIR (resumes when RUN_DIR holds the same run).
+
+usage: python run_worker.py {hmc,sgld} RUN_DIR [NUM_SAMPLES]
+"""
+
+import sys
+
+import jax
+
+import weightspace as ws
+
+
+def main(sampler: str, run_dir: str, num_samples: int) -> None:
+    data = ws.data.load("digits", n_train=300)
+    post = ws.models.posterior(ws.models.MLP((8,), 10), data, prior_variance=0.2)
+    common = dict(num_chains=2, num_samples=num_samples, eval_x=data.x_test[:20],
+                  run_dir=run_dir, checkpoint_every=1, progress=False)
+    if sampler == "hmc":
+        ws.samplers.hmc(post, jax.random.key(11), num_warmup=8, trajectory_length=0.05,
+                        **common)
+    else:
+        ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
+                         step_size=1e-4, thin=7, **common)
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 30)
