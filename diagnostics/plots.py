@@ -114,14 +114,19 @@ def _rhat_label(space: str, pooled: np.ndarray, threshold: float) -> str:
             f"(n={pooled.size:,}{extra})")
 
 
-def plot_rhat(weight_rhat: Any, function_rhat: Any, *, path=None, threshold: float = 1.1,
-              bins: int = 50, title: str | None = None) -> Figure:
+def plot_rhat(weight_rhat: Any, function_rhat: Any, *, aligned_rhat: Any = None,
+              path=None, threshold: float = 1.1, bins: int = 50,
+              title: str | None = None) -> Figure:
     """Histograms of weight-space and function-space R-hat on one log-scaled axis:
     whether chains that agree on predictions also agree on weights.
 
     weight_rhat, function_rhat: arrays or pytrees of R-hat values (as returned by
       `rhat`), all leaves pooled; either may be None, not both. NaN and inf are
-      left out of the histogram and counted in the legend.
+      left out of the histogram and counted in the legend. Each histogram shows
+      the fraction of its finite values per bin, so spaces of very different
+      sizes (10^5 weights, 10^3 predictions) are comparable.
+    aligned_rhat: optionally, R-hat of permutation-aligned weights
+      (`align_permutations`), a third histogram.
     threshold: vertical line, and the legend gives the fraction of values below
       it; 1.1 is Gelman et al.'s (BDA3) rule of thumb (Vehtari et al. 2021 ask for 1.01).
     bins: number of bins, equally spaced in log R-hat over the range of both inputs.
@@ -139,6 +144,7 @@ def plot_rhat(weight_rhat: Any, function_rhat: Any, *, path=None, threshold: flo
                          "array or pytree of R-hat values")
     spaces = [(space, arg, _pooled_rhat(arg, values), color) for space, arg, values, color in
               (("weight space", "weight_rhat", weight_rhat, "C0"),
+               ("aligned weights", "aligned_rhat", aligned_rhat, "C2"),
                ("function space", "function_rhat", function_rhat, "C1"))
               if values is not None]
     finite = [pooled[np.isfinite(pooled)] for _, _, pooled, _ in spaces]
@@ -148,7 +154,7 @@ def plot_rhat(weight_rhat: Any, function_rhat: Any, *, path=None, threshold: flo
     ax = fig.add_subplot()
     for (space, _, pooled, color), values in zip(spaces, finite):
         counts, _ = np.histogram(values, bins=edges)
-        ax.stairs(counts, edges, fill=True, facecolor=colors.to_rgba(color, 0.35),
+        ax.stairs(counts / max(values.size, 1), edges, fill=True, facecolor=colors.to_rgba(color, 0.35),
                   edgecolor=color, linewidth=1.2, label=_rhat_label(space, pooled, threshold))
     ax.axvline(threshold, color="k", linestyle="--", linewidth=1,
                label=f"threshold {threshold:g}")
@@ -158,9 +164,9 @@ def plot_rhat(weight_rhat: Any, function_rhat: Any, *, path=None, threshold: flo
     ax.set_xlim(lo / pad, hi * pad)
     _log_axis(ax.xaxis, lo / pad, hi * pad)
     ax.set_xlabel("R-hat (log scale)")
-    ax.set_ylabel("count")
+    ax.set_ylabel("fraction of values")
     ax.set_title(title if title is not None else
-                 "R-hat in " + " and ".join(space for space, *_ in spaces))
+                 "R-hat in " + ", ".join(space for space, *_ in spaces))
     ax.legend(loc="upper right", fontsize="small")
     return _save(fig, path)
 

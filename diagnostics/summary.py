@@ -125,7 +125,8 @@ def _chain_rows(stats: dict, num_chains: int, num_draws: int) -> list[dict]:
 
 
 def summary(trace: Any, *, method: str = "rank", network: Any = None,
-            thresholds=(1.1, 1.01), chunk_size: int | None = None) -> Summary:
+            aligned_positions: Any = None, thresholds=(1.1, 1.01),
+            chunk_size: int | None = None) -> Summary:
     """R-hat and ESS in weight space and function space, and per-chain stats.
 
     trace: a `Trace` (or anything with `positions`, leaves (chain, draw, ...),
@@ -136,6 +137,8 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
     network: when given (a network of ws.models, a Posterior or a permutation
         spec), weight-space R-hat is also reported on permutation-aligned
         weights (`align_permutations`).
+    aligned_positions: the aligned weights when already computed (then
+        `network` is not needed).
     thresholds: R-hat values whose fraction-below is reported.
     """
     if method not in METHODS:
@@ -149,8 +152,10 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
         raise ValueError("trace.positions must have leaves shaped (chain, draw, ...)")
     num_chains, num_draws = np.shape(next(iter(leaves.values())))[:2]
     spaces = {"weights": trace.positions}
-    if network is not None:
-        spaces["weights (aligned)"] = align_permutations(trace.positions, network)
+    if aligned_positions is None and network is not None:
+        aligned_positions = align_permutations(trace.positions, network)
+    if aligned_positions is not None:
+        spaces["weights (aligned)"] = aligned_positions
     predictions = getattr(trace, "predictions", None)
     if predictions is not None:
         spaces["predictions"] = predictions

@@ -108,7 +108,7 @@ def test_plots_never_import_pyplot_models_or_samplers():
 # R-hat
 
 
-def test_rhat_histogram_heights_equal_numpy_counts_over_shared_log_spaced_bins():
+def test_rhat_histogram_heights_equal_numpy_fractions_over_shared_log_spaced_bins():
     rng = np.random.default_rng(1)
     weight = {"kernel": 0.995 + rng.exponential(0.2, size=(30, 7)),
               "bias": np.array([np.nan, np.inf, 1.0])}
@@ -124,10 +124,11 @@ def test_rhat_histogram_heights_equal_numpy_counts_over_shared_log_spaced_bins()
     assert edges[-1] == pytest.approx(max(finite_weight.max(), function.max()), rel=1e-12)
     np.testing.assert_allclose(np.diff(np.log(edges)), np.log(edges[-1] / edges[0]) / 25,
                                rtol=1e-9)
-    np.testing.assert_array_equal(stairs["weight space"].values,
-                                  np.histogram(finite_weight, bins=edges)[0])
-    np.testing.assert_array_equal(stairs["function space"].values,
-                                  np.histogram(function, bins=edges)[0])
+    # Heights are fractions of each space's finite values.
+    np.testing.assert_allclose(stairs["weight space"].values,
+                               np.histogram(finite_weight, bins=edges)[0] / finite_weight.size)
+    np.testing.assert_allclose(stairs["function space"].values,
+                               np.histogram(function, bins=edges)[0] / function.size)
 
 
 def test_rhat_x_axis_is_log_scaled_with_a_line_at_the_threshold():
@@ -154,11 +155,17 @@ def test_rhat_legend_gives_fraction_of_all_values_below_threshold_with_nan_not_b
     assert text == "weight space: 40.8% < 1.01 (n=269,322)"
 
 
+def test_aligned_weights_are_a_third_histogram():
+    fig = plots.plot_rhat(np.array([1.0, 1.5]), np.array([1.0, 1.01]),
+                          aligned_rhat={"w": np.array([1.0, 1.02])})
+    assert list(_stairs(fig)) == ["weight space", "aligned weights", "function space"]
+
+
 def test_rhat_of_one_space_or_of_identical_values_still_draws_one_histogram():
     fig = plots.plot_rhat(None, np.ones(10))
     stairs = _stairs(fig)
     assert list(stairs) == ["function space"]
-    assert stairs["function space"].values.sum() == 10
+    assert stairs["function space"].values.sum() == pytest.approx(1.0)  # all 10 in one bin
     assert fig.axes[0].get_title() == "R-hat in function space"
     fig = plots.plot_rhat(np.array([np.nan, np.nan]), None)  # nothing finite to bin
     assert _stairs(fig)["weight space"].values.sum() == 0

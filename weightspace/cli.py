@@ -57,8 +57,10 @@ def _network(args, data):
 def _summary(trace, data, network, seconds: float) -> str:
     from weightspace import diagnostics
 
+    enough = trace.num_chains >= 2 and trace.num_draws >= 4
+    aligned = diagnostics.align_permutations(trace.positions, network) if enough else None
     lines = [f"{trace} in {seconds:.1f} s", "",
-             str(diagnostics.summary(trace, network=network)), ""]
+             str(diagnostics.summary(trace, aligned_positions=aligned)), ""]
     if trace.predictions is not None:
         pred = diagnostics.ensemble_predictive(trace)
         if data.num_classes is not None:
@@ -71,11 +73,11 @@ def _summary(trace, data, network, seconds: float) -> str:
     if "run_dir" in trace.info:
         lines.append(f"run directory: {trace.info['run_dir']} "
                      f"(open with ws.samplers.load)")
-        lines += _figures(trace, data, trace.info["run_dir"])
+        lines += _figures(trace, data, aligned, trace.info["run_dir"])
     return "\n".join(lines)
 
 
-def _figures(trace, data, run_dir) -> list[str]:
+def _figures(trace, data, aligned, run_dir) -> list[str]:
     """R-hat histograms, trace plots and a reliability diagram into the run directory."""
     import os
 
@@ -83,11 +85,12 @@ def _figures(trace, data, run_dir) -> list[str]:
 
     written = [os.path.join(run_dir, "trace.png")]
     diagnostics.plot_trace(trace, path=written[0])
-    if trace.num_chains >= 2 and trace.num_draws >= 4:
+    if aligned is not None:
         path = os.path.join(run_dir, "rhat.png")
         weights = diagnostics.rhat(trace.positions)
         preds = None if trace.predictions is None else diagnostics.rhat(trace.predictions)
-        diagnostics.plot_rhat(weights, preds, path=path)
+        diagnostics.plot_rhat(weights, preds, aligned_rhat=diagnostics.rhat(aligned),
+                              path=path)
         written.append(path)
     if trace.predictions is not None and data.num_classes is not None:
         path = os.path.join(run_dir, "reliability.png")
