@@ -181,6 +181,30 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
     return _trace_from_records(records, positions_of(carry), info)
 
 
+def chain_sharding(mesh):
+    """Chains (the leading axis of every carry leaf) spread along "chain"."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    return NamedSharding(mesh, PartitionSpec("chain"))
+
+
+def chainwise(one: Callable, carry, mesh) -> Callable:
+    """jit(vmap over chains) of one(tree, chain_carry, t) -> (chain_carry, stats),
+    stats a NamedTuple or dict of scalars; the carry stays sharded along the
+    mesh's "chain" axis, which also shards the chain axis of every sharding
+    constraint inside `one` (spmd_axis_name)."""
+    spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
+
+    def step(tree, c, t):
+        c, stats = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(tree, c, t)
+        return c, (stats._asdict() if hasattr(stats, "_asdict") else stats)
+
+    if mesh is None:
+        return jax.jit(step)
+    shard = chain_sharding(mesh)
+    return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
+
+
 def _abstract(x):
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)

@@ -291,7 +291,7 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     schedule = adaptation.stan_schedule(num_warmup, adapt_mass)
     slow, window_end = jnp.asarray(schedule.slow), jnp.asarray(schedule.window_end)
     chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
-    shard = _chain_sharding(mesh)
+    shard = None if mesh is None else driver.chain_sharding(mesh)
 
     def logdensity_fn(tree):
         return tgt.logdensity_of(tree)
@@ -349,19 +349,14 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
         return c, last._replace(accept_prob=jnp.mean(infos.accept_prob),
                                 is_divergent=jnp.any(infos.is_divergent))
 
-    def chainwise(one):
-        def step(tree, carry, t):
-            carry, info = jax.vmap(one, in_axes=(None, 0, None))(tree, carry, t)
-            return carry, info._asdict()
-        if shard is None:
-            return jax.jit(step)
-        return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
-
     positions = jax.device_put(positions, shard) if shard is not None else positions
     chain_keys = jax.device_put(chain_keys, shard) if shard is not None else chain_keys
     carry = start(tgt.tree, positions, chain_keys)
     if shard is not None:
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
+
+    def chainwise(one):
+        return driver.chainwise(one, carry, mesh)
 
     predict = None
     if eval_x is not None:
@@ -409,11 +404,3 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
 
 def _select(pred, new, old):
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
-
-
-def _chain_sharding(mesh):
-    if mesh is None:
-        return None
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    return NamedSharding(mesh, PartitionSpec("chain"))

@@ -264,23 +264,16 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
 
         return jax.lax.fori_loop(t + 1, end + 1, body, (c, info))
 
-    spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
-    shard = None if mesh is None else _chain_sharding(mesh)
-
-    def chainwise(one):
-        def step(tree, carry, t):
-            carry, info = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(
-                tree, carry, t)
-            return carry, info._asdict()
-        if shard is None:
-            return jax.jit(step)
-        return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
+    shard = None if mesh is None else driver.chain_sharding(mesh)
 
     chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
     batch_keys = jax.random.key_data(jax.random.split(key_batches, num_chains))
     carry = SGMCMCChains(chain_keys, batch_keys, jax.vmap(init_state)(positions))
     if shard is not None:
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
+
+    def chainwise(one):
+        return driver.chainwise(one, carry, mesh)
 
     predict = None
     if eval_x is not None:
@@ -309,12 +302,6 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
                       progress=progress, desc=kind,
                       info_of=lambda c: {"schedule": repr(sched), "batch_size": batch_size,
                                          "num_data": num_data})
-
-
-def _chain_sharding(mesh):
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    return NamedSharding(mesh, PartitionSpec("chain"))
 
 
 _COMMON_DOC = """

@@ -1,0 +1,465 @@
+"""Optimization baselines: the MAP by SGD, deep ensembles, mean-field VI.
+
+- `sgd` minimizes the per-example loss
+      L(w) = -log p(w | D) / N = mean NLL + (-log p(w)) / N   (tempered by T),
+  estimated on minibatches (without replacement within an epoch, a pure
+  function of (key, step), samplers/minibatch.py), with optax: SGD with
+  momentum 0.9 and a cosine decay by default, Adam as an option (Izmailov et
+  al. 2021 train their SGD baselines with momentum 0.9 and a cosine schedule).
+  It runs through the chain driver: one warmup step is one epoch, the single
+  kept draw is the final parameters, so run directories, exact resume and
+  progress work as for the samplers.
+- `deep_ensemble` trains `num_members` independent SGD runs together (vmap);
+  member m is chain m of the Trace.
+- `mfvi` fits a fully factorized Gaussian q(w) = prod_i N(w_i | mu_i, s_i^2)
+  by maximizing the ELBO E_q[log p(w | D)] + H(q) with numpyro's SVI and an
+  AutoNormal guide, the mean initialized at a given position (the MAP), and
+  returns draws from q.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SGD_MOMENTUM = 0.9          # Izmailov et al. 2021 (SGD and deep-ensemble baselines)
+MFVI_LEARNING_RATE = 1e-4   # Izmailov et al. 2021 (MFVI: Adam, cosine decay)
+MFVI_INIT_SCALE = 0.1       # Izmailov et al. 2021 initialize the variance at 1e-2
+MFVI_NUM_SAMPLES = 50       # Izmailov et al. 2021 (MFVI predictive samples)
+
+_LOGDENSITY_SITE = "log_posterior_estimate"
+
+
+class SGDChains(NamedTuple):
+    """What the SGD runs carry (leading axis = chain); checkpointed as is."""
+
+    batch_key_data: jax.Array  # (chain, 2) minibatch-order keys
+    params: Any                # leaves (chain, ...)
+    opt_state: Any             # optax state, leaves (chain, ...)
+    last: dict                 # (chain,) stats of the last epoch
+
+
+# ------------------------------------------------------------------ checks
+
+def _momentum(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (math.isfinite(value) and 0 <= value < 1):
+        raise ValueError(f"momentum={value!r} is not allowed: it must lie in [0, 1)")
+    return float(value)
+
+
+def _batch_size(value, num_data: int) -> int:
+    from weightspace.samplers import validation
+
+    value = validation.positive_int("batch_size", value)
+    if value > num_data:
+        raise ValueError(f"batch_size={value} is not allowed: it is larger than the "
+                         f"{num_data} training rows")
+    return value
+
+
+def _schedule(name: str, learning_rate: float, total_steps: int):
+    import optax
+
+    if name == "cosine":
+        return optax.cosine_decay_schedule(learning_rate, total_steps)
+    return optax.constant_schedule(learning_rate)
+
+
+def _nll_of(posterior, num_data: int):
+    """(params, estimate) -> mean minibatch negative log likelihood, recovered
+    from the full-data estimate T^-1 (log p(w) + N/B sum_batch log p(y|x, w)), for
+    a Posterior (None for a callable target, whose prior is not known)."""
+    if posterior is None or not hasattr(posterior, "log_prior"):
+        return None
+    temperature = posterior.temperature
+
+    def nll(params, estimate):
+        return -(temperature * estimate - posterior.log_prior(params)) / num_data
+
+    return nll
+
+
+# ------------------------------------------------------------------ SGD
+
+def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
+           learning_rate, optimizer, momentum, schedule, eval_x, predict_fn, mesh,
+           run_dir, checkpoint_every, checkpoint_seconds, progress):
+    import optax
+    from weightspace.samplers import driver, minibatch, validation
+    from weightspace.samplers import target as target_lib
+
+    num_chains = validation.positive_int("num_chains", num_chains)
+    num_epochs = validation.positive_int("num_epochs", num_epochs)
+    learning_rate = validation.positive_float("learning_rate", learning_rate)
+    validation.choice("optimizer", optimizer, ("sgd", "adam"))
+    momentum = _momentum(momentum)
+    validation.choice("schedule", schedule, ("cosine", "constant"))
+    validation.positive_int("checkpoint_every", checkpoint_every)
+    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
+    tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn, mesh=mesh)
+    batch_size = _batch_size(batch_size, tgt.num_data)
+    key = validation.prng_key("key", key)
+    mesh = tgt.mesh
+    validation.chains_fit_mesh(num_chains, mesh)
+
+    key_init, key_batches = jax.random.split(key)
+    if init is None:
+        if tgt.posterior is None:
+            raise ValueError("init is required for a callable target: a pytree whose "
+                             "leaves have a leading num_chains axis")
+        params = tgt.init_positions(key_init, num_chains)
+    else:
+        params = validation.chain_init("init", init, num_chains)
+    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, params)
+
+    num_data = tgt.num_data
+    per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
+    total_steps = num_epochs * per_epoch
+    sched = _schedule(schedule, learning_rate, total_steps)
+    if optimizer == "sgd":
+        opt = optax.sgd(sched, momentum=momentum or None)
+    else:
+        opt = optax.adam(sched)
+    nll_of = _nll_of(tgt.posterior, num_data)
+
+    def epoch(tree, c: SGDChains, t):
+        estimate = tgt.estimate_of(tree)
+        rows = tgt.data_of(tree)
+        batch_key = jax.random.wrap_key_data(c.batch_key_data)
+        first = jnp.asarray(t, jnp.int32) * per_epoch
+
+        def loss_fn(params, batch):
+            value = estimate(params, batch)
+            return -value / num_data, value
+
+        def step(state, s):
+            params, opt_state = state
+            idx = minibatch.batch_indices(batch_key, first + s, num_data, batch_size)
+            (loss, value), grad = jax.value_and_grad(loss_fn, has_aux=True)(
+                params, minibatch.take(rows, idx, mesh))
+            updates, opt_state = opt.update(grad, opt_state, params)
+            stats = {"loss": loss}
+            if nll_of is not None:
+                stats["nll"] = nll_of(params, value)
+            return (optax.apply_updates(params, updates), opt_state), stats
+
+        (params, opt_state), stats = jax.lax.scan(
+            step, (c.params, c.opt_state), jnp.arange(per_epoch, dtype=jnp.int32))
+        stats = {k: jnp.mean(v) for k, v in stats.items()}
+        stats["learning_rate"] = jnp.asarray(sched(first + per_epoch - 1), jnp.float32)
+        return c._replace(params=params, opt_state=opt_state, last=stats), stats
+
+    def final(tree, c: SGDChains, t):
+        return c, c.last
+
+    shard = None if mesh is None else driver.chain_sharding(mesh)
+
+    @jax.jit
+    def start(key_batches, params):
+        nan = jnp.full((num_chains,), jnp.nan, jnp.float32)
+        last = {"loss": nan, "learning_rate": nan}
+        if nll_of is not None:
+            last["nll"] = nan
+        return SGDChains(jax.random.key_data(jax.random.split(key_batches, num_chains)),
+                         params, jax.vmap(opt.init)(params), last)
+
+    carry = start(key_batches, params)
+    if shard is not None:
+        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
+
+    def chainwise(one):
+        return driver.chainwise(one, carry, mesh)
+
+    predict = None
+    if eval_x is not None:
+        predict_of = tgt.predict_of
+        predict = jax.jit(lambda tree, pos, x: jax.vmap(predict_of(tree), in_axes=(0, None))(
+            pos, x))
+
+    config = {"sampler": kind, "num_chains": num_chains, "num_samples": 1,
+              "num_epochs": num_epochs, "batch_size": batch_size,
+              "learning_rate": learning_rate, "optimizer": optimizer,
+              "momentum": momentum, "schedule": schedule,
+              "key": target_lib.fingerprint(jax.random.key_data(key)),
+              "init": None if init is None else target_lib.fingerprint(init),
+              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
+              "target": tgt.description,
+              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
+    plan = driver.Plan(num_warmup=num_epochs, num_samples=1, thin=1,
+                       checkpoint_every=checkpoint_every,
+                       checkpoint_seconds=checkpoint_seconds)
+    info = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule,
+            "learning_rate": learning_rate, "num_epochs": num_epochs,
+            "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data}
+    trace = driver.run(tree=tgt.tree, carry=carry, warmup_step=chainwise(epoch),
+                       sample_step=chainwise(final), positions_of=lambda c: c.params,
+                       predict=predict, eval_x=eval_x, plan=plan, run_dir=run_dir,
+                       config=config, progress=progress, desc=kind,
+                       info_of=lambda c: info)
+    bad = [int(c) for c in np.flatnonzero(~np.isfinite(np.asarray(trace.stats["loss"])[:, -1]))]
+    if bad:
+        warnings.warn(f"{kind}: chain(s) {bad} ended with a non-finite training loss; "
+                      f"try a smaller learning_rate than {learning_rate!r}", RuntimeWarning,
+                      stacklevel=3)
+    return trace
+
+
+def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: int,
+        batch_size: int, learning_rate: float, optimizer: str = "sgd",
+        momentum: float = SGD_MOMENTUM, schedule: str = "cosine", eval_x=None,
+        predict_fn=None, mesh=None, run_dir=None, checkpoint_every: int = 1,
+        checkpoint_seconds: float = 300.0, progress: bool = True):
+    """The MAP by minibatch SGD (see the module docstring). Returns a `Trace`
+    with one draw per chain: the final parameters.
+
+    target: a Posterior, or a callable logdensity(position, batch) -> unbiased
+        estimate of the full log density with `data` the training rows (a
+        pytree of arrays, rows first); the loss is -estimate / num_data.
+    init: starting parameters, leaves with a leading num_chains axis (required
+        for a callable; default posterior.init with independent keys).
+    num_chains: independent runs (own init and minibatch order), trained together.
+    num_epochs: passes over the training rows; one epoch is num_data // batch_size
+        steps, each on a fresh minibatch of batch_size rows (at most num_data).
+    learning_rate: the initial step size on the per-example loss.
+    optimizer: "sgd" (heavy-ball momentum, default 0.9, Izmailov et al. 2021) or
+        "adam" (momentum unused).
+    schedule: "cosine" (decay to 0 over all steps, Izmailov et al. 2021) or "constant".
+    eval_x, predict_fn, mesh, run_dir, checkpoint_every, checkpoint_seconds,
+    progress: as for ws.samplers.sgld; checkpoint_every counts epochs, so a killed
+        run resumes from its last epoch to the parameters an uninterrupted one ends with.
+
+    Trace: positions leaves (chain, 1, ...); predictions (chain, 1, n_eval, ...)
+    for eval_x; stats (chain, 1): "loss", the mean minibatch L(w) of the last
+    epoch (it includes the prior's normalizing constant / N); "nll" (Posterior
+    targets), the mean minibatch negative log likelihood of the last epoch;
+    "learning_rate", the last step's.
+    """
+    return _train("sgd", target, key, data=data, init=init, num_chains=num_chains,
+                  num_epochs=num_epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, optimizer=optimizer, momentum=momentum,
+                  schedule=schedule, eval_x=eval_x, predict_fn=predict_fn, mesh=mesh,
+                  run_dir=run_dir, checkpoint_every=checkpoint_every,
+                  checkpoint_seconds=checkpoint_seconds, progress=progress)
+
+
+def deep_ensemble(target, key, num_members: int, **sgd_kwargs):
+    """`num_members` independent SGD runs (Lakshminarayanan et al. 2017), trained
+    in parallel: member m is chain m of the returned `Trace` (one draw each), with
+    its own init and minibatch order. sgd_kwargs: every argument of `sgd` but
+    num_chains (num_epochs, batch_size, learning_rate are required)."""
+    import inspect
+
+    from weightspace.samplers import validation
+
+    num_members = validation.positive_int("num_members", num_members)
+    if "num_chains" in sgd_kwargs:
+        raise TypeError(f"num_chains={sgd_kwargs['num_chains']!r} is not an argument of "
+                        f"deep_ensemble: the number of members is num_members")
+    signature = inspect.signature(sgd)
+    unknown = sorted(set(sgd_kwargs) - set(signature.parameters))
+    if unknown:
+        raise TypeError(f"deep_ensemble got unexpected argument(s) {', '.join(unknown)}; "
+                        f"it takes those of sgd except num_chains")
+    try:
+        bound = signature.bind(target, key, num_chains=num_members, **sgd_kwargs)
+    except TypeError as err:
+        raise TypeError(f"deep_ensemble: {err} (an argument of sgd)") from None
+    bound.apply_defaults()
+    return _train("deep_ensemble", **bound.arguments)
+
+
+# ------------------------------------------------------------------ MFVI
+
+def _single_position(init, tgt):
+    """(names, treedef, {name: array}) of one position; a Posterior's structure
+    wins, so params with str keys (a loaded run) work too."""
+    from weightspace.leaf_names import named_leaves
+
+    given = named_leaves(init)
+    if not given:
+        raise ValueError("init has no array leaves: give one position, e.g. the MAP "
+                         "jax.tree.map(lambda w: w[0, 0], ws.samplers.sgd(...).positions)")
+    if tgt.posterior is not None:
+        template = jax.eval_shape(tgt.posterior.init, jax.random.key(0))
+        expected = {n: tuple(x.shape) for n, x in named_leaves(template).items()}
+        if set(given) != set(expected):
+            raise ValueError(f"init has leaves {sorted(given)}; the posterior's parameters "
+                             f"are {sorted(expected)}")
+        for name, shape in expected.items():
+            got = tuple(np.shape(given[name]))
+            if got != shape:
+                hint = ""
+                if len(got) > len(shape) and got[len(got) - len(shape):] == shape:
+                    hint = (": give one position, e.g. jax.tree.map(lambda w: w[0, 0], "
+                            "trace.positions)")
+                raise ValueError(f"init leaf {name!r} has shape {got}, the posterior's "
+                                 f"parameter has shape {shape}{hint}")
+        treedef, names = jax.tree.structure(template), list(expected)
+    else:
+        treedef, names = jax.tree.structure(init), list(given)
+    if _LOGDENSITY_SITE in names:
+        raise ValueError(f"init has a leaf named {_LOGDENSITY_SITE!r}, the name of the "
+                         f"model's log-density site; rename it")
+    values = {}
+    for name in names:
+        leaf = jnp.asarray(given[name])
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(f"init leaf {name!r} has dtype {leaf.dtype}: weights must be "
+                            f"floating point")
+        if not bool(jnp.all(jnp.isfinite(leaf))):
+            raise ValueError(f"init leaf {name!r} holds NaN or inf")
+        values[name] = jnp.asarray(np.asarray(leaf))  # one device: see mfvi's set-up
+    return names, treedef, values
+
+
+def mfvi(target, key, *, init, num_epochs: int, batch_size: int,
+         learning_rate: float = MFVI_LEARNING_RATE, schedule: str = "cosine",
+         init_scale: float = MFVI_INIT_SCALE, num_samples: int = MFVI_NUM_SAMPLES,
+         eval_x=None, predict_fn=None, data=None, progress: bool = True):
+    """Mean-field Gaussian VI (numpyro SVI, Trace_ELBO, AutoNormal guide) of the
+    target's posterior; returns a `Trace` of num_samples draws from the fitted q.
+
+    The model has one improper flat site per leaf (named by its dotted leaf
+    name, the leaf flattened to a vector) and a factor equal to the target's
+    unbiased minibatch estimate of log p(w | D), prior (and temperature)
+    included. Adam with a cosine decay over all steps from learning_rate
+    (1e-4, Izmailov et al. 2021); minibatches as in `sgd`.
+
+    target, data, predict_fn: as for `sgd`.
+    init: ONE position (no chain axis), the initial mean, usually the MAP:
+        jax.tree.map(lambda w: w[0, 0], ws.samplers.sgd(...).positions).
+    init_scale: initial standard deviation of every weight (0.1: variance 1e-2,
+        Izmailov et al. 2021).
+    num_samples: draws from q (50, Izmailov et al. 2021).
+
+    Trace: positions leaves (1, num_samples, ...); predictions (1, num_samples,
+    n_eval, ...) for eval_x; stats "loss" (1, num_samples): the final epoch's
+    mean -ELBO / num_data (the same for every draw); info: "elbo_loss" (per
+    epoch mean -ELBO / num_data), "scale_summary" ({leaf: mean, min, max of
+    the fitted standard deviations}), "loc" and "scale" (the fitted guide, pytrees
+    like init). No run directory or resume: the fit runs in memory.
+    """
+    import numpyro
+    import numpyro.distributions as dist
+    import optax
+    from numpyro.distributions import constraints
+    from numpyro.infer import SVI, Trace_ELBO, init_to_value
+    from numpyro.infer.autoguide import AutoNormal
+    from numpyro.optim import optax_to_numpyro
+    from weightspace.samplers import minibatch, validation
+    from weightspace.samplers import target as target_lib
+
+    num_epochs = validation.positive_int("num_epochs", num_epochs)
+    learning_rate = validation.positive_float("learning_rate", learning_rate)
+    validation.choice("schedule", schedule, ("cosine", "constant"))
+    init_scale = validation.positive_float("init_scale", init_scale)
+    num_samples = validation.positive_int("num_samples", num_samples)
+    tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn)
+    batch_size = _batch_size(batch_size, tgt.num_data)
+    key = validation.prng_key("key", key)
+    names, treedef, values = _single_position(init, tgt)
+    eval_x = validation.eval_inputs("eval_x", eval_x, tgt,
+                                    jax.tree.unflatten(treedef, [values[n][None]
+                                                                 for n in names]))
+    mesh, num_data = tgt.mesh, tgt.num_data
+    per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
+    sched = _schedule(schedule, learning_rate, num_epochs * per_epoch)
+
+    # jitted so that numpyro's eager set-up compiles the network once, not op by op
+    estimate = jax.jit(lambda tree, params, batch: tgt.estimate_of(tree)(params, batch))
+
+    # Sites are the leaves flattened to vectors: XLA on CPU compiles threefry
+    # normals of some shapes, e.g. (256, 10), very slowly (seconds), flat ones fast.
+    shapes = {n: values[n].shape for n in names}
+
+    def model(tree, batch):
+        leaves = [numpyro.sample(n, dist.ImproperUniform(
+            constraints.real, (), event_shape=(math.prod(shapes[n]),))).reshape(shapes[n])
+            for n in names]
+        params = jax.tree.unflatten(treedef, leaves)
+        numpyro.factor(_LOGDENSITY_SITE, estimate(tree, params, batch))
+
+    guide = AutoNormal(model, init_loc_fn=init_to_value(
+        values={n: v.ravel() for n, v in values.items()}), init_scale=init_scale)
+    svi = SVI(model, guide, optax_to_numpyro(optax.adam(sched)), Trace_ELBO())
+    key_batches, key_svi, key_draws = jax.random.split(key, 3)
+
+    def batch_of(tree, t):
+        idx = minibatch.batch_indices(key_batches, t, num_data, batch_size)
+        return minibatch.take(tgt.data_of(tree), idx, mesh)
+
+    @jax.jit
+    def epoch(tree, state, e):
+        def step(state, s):
+            return svi.update(state, tree, batch_of(tree, e * per_epoch + s))
+
+        state, losses = jax.lax.scan(step, state, jnp.arange(per_epoch, dtype=jnp.int32))
+        return state, jnp.mean(losses) / num_data
+
+    # numpyro sets the guide up eagerly, op by op: on one device with host
+    # inputs, each op compiles for one device rather than for the whole mesh.
+    first = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), batch_of(tgt.tree, 0))
+    state = svi.init(key_svi, tgt.tree, first)
+    if mesh is not None:
+        # Replicated from the start, so the epoch compiles once (not again when
+        # the state comes back from the first epoch placed on the mesh).
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+    from tqdm.auto import tqdm
+
+    history = []
+    with tqdm(total=num_epochs, desc="mfvi", file=sys.stderr, disable=not progress,
+              unit="epoch", dynamic_ncols=True) as bar:
+        for e in range(num_epochs):
+            state, loss = epoch(tgt.tree, state, jnp.int32(e))
+            history.append(float(loss))
+            bar.set_postfix_str(f"loss={history[-1]:.4g}", refresh=False)
+            bar.update(1)
+    if not math.isfinite(history[-1]):
+        warnings.warn(f"mfvi: the ELBO became non-finite; try a smaller learning_rate "
+                      f"than {learning_rate!r}", RuntimeWarning, stacklevel=2)
+
+    fitted = jax.device_get(jax.jit(svi.get_params)(state))
+    loc = {n: np.reshape(fitted[f"{n}_auto_loc"], shapes[n]) for n in names}
+    scale = {n: np.reshape(fitted[f"{n}_auto_scale"], shapes[n]) for n in names}
+
+    @jax.jit
+    def draw(key, loc, scale):
+        # q's draws loc + scale * eps (what AutoNormal.sample_posterior draws for
+        # real sites), computed on flat vectors for the compile time noted above.
+        keys = jax.random.split(key, len(names))
+        return {n: jnp.tile(loc[n], num_samples) + jnp.tile(scale[n], num_samples)
+                * jax.random.normal(k, (num_samples * loc[n].size,))
+                for k, n in zip(keys, names)}
+
+    flat = jax.device_get(draw(key_draws, {n: fitted[f"{n}_auto_loc"] for n in names},
+                               {n: fitted[f"{n}_auto_scale"] for n in names}))
+    positions = jax.tree.unflatten(treedef, [flat[n].reshape(num_samples, *shapes[n])
+                                             for n in names])
+    predictions = None
+    if eval_x is not None:
+        predict_of = tgt.predict_of
+        predict = jax.jit(lambda tree, pos, x: jax.lax.map(
+            lambda p: predict_of(tree)(p, x), pos))
+        predictions = np.asarray(predict(tgt.tree, positions, eval_x))[None]
+    info = {"elbo_loss": np.asarray(history), "init_scale": init_scale,
+            "learning_rate": learning_rate, "schedule": schedule, "num_epochs": num_epochs,
+            "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data,
+            "scale_summary": {n: {"mean": float(s.mean()), "min": float(s.min()),
+                                  "max": float(s.max())} for n, s in scale.items()},
+            "loc": jax.tree.unflatten(treedef, [loc[n] for n in names]),
+            "scale": jax.tree.unflatten(treedef, [scale[n] for n in names])}
+    from weightspace.samplers.trace import Trace
+
+    return Trace(positions=jax.tree.map(lambda x: np.asarray(x)[None], positions),
+                 stats={"loss": np.full((1, num_samples), history[-1], np.float32)},
+                 predictions=predictions, info=info)
