@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .rhat import map_chunks, order_keys, rank_normalize, split_chains
+from .rhat import map_chunks, on_device, order_keys, rank_normalize, split_chains
 
 METHODS = ("bulk", "tail")
 TAIL_PROBS = (0.05, 0.95)  # Vehtari et al. 2021, section 4.3
@@ -103,10 +103,10 @@ def ess(draws: Any, *, method: str = "bulk", chunk_size: int | None = None) -> A
 
     draws: array or pytree, leaves (chain, draw, ...) with >= 1 chain and >= 4 draws.
     method: "bulk" or "tail" (Vehtari et al. 2021).
-    chunk_size: variables per compiled call; None shares about 32 MiB of working memory
-      among the chunks in flight (one per local device, plus one).
+    chunk_size: variables per compiled call; None: about 16 MiB of working memory per
+      chunk, one chunk in flight per core.
     Returns the same structure, leaves (...) of float64 numpy values.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    return map_chunks(draws, _KERNELS[method], chunk_size=chunk_size, min_chains=1)
+    return map_chunks(draws, on_device(_KERNELS[method]), chunk_size=chunk_size, min_chains=1)

@@ -31,6 +31,7 @@ divergent.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -59,10 +60,17 @@ class SGMCMCInfo(NamedTuple):
 
 
 def _normal_like(key, tree):
+    """Standard normals shaped like `tree`. One draw of all the entries, cut into
+    leaves: on CPU one threefry call is measurably cheaper per step than one
+    per leaf (benchmarks/sgmcmc.py); the position itself is never flattened."""
     leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    return jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(x), jnp.result_type(x))
-                                        for k, x in zip(keys, leaves)])
+    sizes = [math.prod(jnp.shape(x)) for x in leaves]
+    z = jax.random.normal(key, (sum(sizes),), jnp.result_type(*leaves))
+    out, start = [], 0
+    for x, n in zip(leaves, sizes):
+        out.append(jax.lax.dynamic_slice_in_dim(z, start, n).reshape(jnp.shape(x)))
+        start += n
+    return jax.tree.unflatten(treedef, out)
 
 
 def _all_finite(*trees) -> jax.Array:
