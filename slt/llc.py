@@ -1,0 +1,322 @@
+"""Local learning coefficient (LLC) estimation (Lau et al. 2023).
+
+    lambda_hat(w*) = n beta (E[L_n(w)] - L_n(w*)),
+
+the expectation under the localized tempered posterior
+
+    p(w) propto exp(-n beta L_n(w) - gamma / 2 |w - w*|^2),
+
+L_n the mean negative log likelihood (or any mean loss) over the n training
+rows, gamma the localization. n beta defaults to n / log n (beta = 1 / log n,
+the WBIC temperature). Some libraries set n to the batch size when they sample
+with minibatches; here n is always the number of training rows, so the
+estimate does not change with the batch size.
+
+Samplers: "sgld" and "rmsprop_sgld" (the kernels of samplers/sgmcmc.py, on
+minibatch estimates of L_n when batch_size is given), and "mala", Langevin
+with a Metropolis correction on the full-batch density (one leapfrog step of
+the HMC kernel: HMC with step h and one step is MALA with eps = h^2), whose
+draws are exact up to Monte Carlo error, to measure the SGLD bias. E[L_n(w)]
+is the mean over draws of the loss at each draw (the minibatch loss for
+minibatch SGLD, an unbiased estimate); L_n(w*) is always the full-data loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
+# A mean MALA acceptance of the SGLD proposals below this flags a chain: the
+# discretization error of the steps is large (a heuristic threshold, not a
+# published rule; near-1 acceptance is fine for the bias, though a step that
+# small may need a longer burn-in).
+MIN_ACCEPTANCE = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class LLCEstimate:
+    """mean, std: over the chains that did not diverge (std across chains);
+    per_chain: (chain,) estimates, NaN for a diverged chain; loss_trace: (chain,
+    draw) losses at the draws; init_loss: L_n(w*); nbeta: n beta used;
+    mala_acceptance: (chain,) mean MALA acceptance probability of the steps
+    (for SGLD: of its proposals, as a diagnostic), or None when not computed;
+    diverged, below_init, unhealthy_acceptance: (chain,) flags;
+    last_position: the chains' final positions, leaves (chain, ...);
+    `flags` lists them in words; an estimate without flags has flags == []."""
+
+    mean: float
+    std: float
+    per_chain: np.ndarray
+    loss_trace: np.ndarray
+    init_loss: float
+    nbeta: float
+    mala_acceptance: np.ndarray | None
+    diverged: np.ndarray
+    below_init: np.ndarray
+    unhealthy_acceptance: np.ndarray
+    last_position: Any = None
+
+    @property
+    def flags(self) -> list[str]:
+        out = []
+        for name, what in (("diverged", "diverged (a non-finite loss, gradient or step)"),
+                           ("below_init", "mean loss below L_n(w*): w* is not a local "
+                                          "minimum of the loss"),
+                           ("unhealthy_acceptance", f"mean MALA acceptance below "
+                                                    f"{MIN_ACCEPTANCE}")):
+            chains = np.flatnonzero(getattr(self, name)).tolist()
+            if chains:
+                out.append(f"chains {chains} {what}")
+        return out
+
+    def __repr__(self) -> str:
+        flags = "; ".join(self.flags) or "no flags"
+        return (f"LLCEstimate(mean={self.mean:.4g}, std={self.std:.3g}, "
+                f"chains={len(self.per_chain)}, nbeta={self.nbeta:.4g}; {flags})")
+
+
+def _resolve(target, data):
+    """(tree, loss_of(tree) -> loss(params, batch), rows_of(tree), full_loss_of(tree)
+    -> L_n(params), n) for a Posterior or a callable loss(params, batch)."""
+    from weightspace.samplers import target as target_lib
+
+    if target_lib.is_posterior(target):
+        if data is not None:
+            raise ValueError("data is only for a callable loss: a Posterior's loss is "
+                             "over its own training rows")
+        return (target, lambda post: post.loss, lambda post: (post.x, post.y),
+                lambda post: (lambda params: post.loss(params)), int(target.num_data))
+    if not callable(target):
+        raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
+                        f"loss(params, batch) -> mean loss; got {type(target).__name__}")
+    if data is None:
+        raise ValueError("data is required with a callable loss: a pytree of arrays with "
+                         "the training rows first, e.g. (x, y)")
+    leaves = jax.tree.leaves(data)
+    lengths = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in leaves}
+    if not leaves or len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        raise ValueError(f"data must be a pytree of arrays sharing a leading number of rows "
+                         f"> 0; got shapes {[np.shape(a) for a in leaves]}")
+    data = jax.tree.map(jnp.asarray, data)
+    return (data, lambda _: target, lambda rows: rows,
+            lambda rows: (lambda params: target(params, rows)), lengths.pop())
+
+
+def _mask_tree(mask, params_star):
+    """A pytree of booleans like params_star (True: the leaf moves), from None, a
+    pytree of booleans, or a list of dotted leaf-name prefixes ("layers.1")."""
+    from weightspace.leaf_names import named_leaves
+
+    if mask is None:
+        return None
+    names = list(named_leaves(params_star))
+    if isinstance(mask, (list, tuple)) and all(isinstance(m, str) for m in mask):
+        unknown = [m for m in mask if not any(n == m or n.startswith(m + ".") for n in names)]
+        if unknown or not mask:
+            raise ValueError(f"mask names {unknown or mask!r} match no leaf; leaves: {names}")
+        flags = [any(n == m or n.startswith(m + ".") for m in mask) for n in names]
+        return jax.tree.unflatten(jax.tree.structure(params_star), flags)
+    try:
+        jax.tree.map(lambda m, w: np.broadcast_to(np.asarray(m, bool), np.shape(w)),
+                     mask, params_star)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"mask must be a pytree of booleans like params_star, or a list of "
+                         f"leaf names among {names}: {err}") from None
+    return jax.tree.map(lambda m: np.asarray(m, bool), mask)
+
+
+def _check_number(name, value, *, positive=True):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (positive and value <= 0) or value < 0:
+        need = "a finite number > 0" if positive else "a finite number >= 0"
+        raise ValueError(f"{name} must be {need}; got {name}={value!r}")
+    return float(value)
+
+
+def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: int = 200,
+        num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
+        nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
+        mask=None, mala_acceptance: bool = True, progress: bool = True) -> LLCEstimate:
+    """Estimate the local learning coefficient at params_star (see the module docstring).
+
+    target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
+        callable loss(params, batch) -> mean loss over the batch, with `data` the
+        training rows (a pytree of arrays, rows first).
+    params_star: one position (no chain axis), e.g. an SGD solution.
+    num_chains, num_draws, num_burnin: chains run together (vmap); num_burnin
+        steps are discarded, then every step is a draw.
+    step_size: eps of w <- w + eps/2 grad log p + N(0, eps) (for "mala", the same
+        eps: one leapfrog step of size sqrt(eps)).
+    localization: gamma. nbeta: n beta, default n / log n with n the number of
+        training rows (not the batch size).
+    batch_size: None for full-batch gradients; "mala" needs None.
+    mask: None, a pytree of booleans like params_star, or a list of leaf-name
+        prefixes ("layers.1"): only those weights are sampled (the others stay at
+        w*), the weight-refined LLC of Wang et al. 2024.
+    mala_acceptance: also compute, for SGLD, the Metropolis acceptance
+        probability of each step's proposal on its batch (one more gradient per
+        step); "mala" always reports its own.
+    """
+    import importlib
+
+    from tqdm.auto import tqdm
+
+    from weightspace.samplers import minibatch, sgmcmc, validation
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}")
+    num_chains = validation.positive_int("num_chains", num_chains)
+    num_draws = validation.positive_int("num_draws", num_draws)
+    num_burnin = validation.int_at_least("num_burnin", num_burnin, 0)
+    step_size = _check_number("step_size", step_size)
+    gamma = _check_number("localization", localization, positive=False)
+    key = validation.prng_key("key", key)
+    tree, loss_of, rows_of, full_loss_of, n = _resolve(target, data)
+    if nbeta is None:
+        if n < 2:
+            raise ValueError(f"nbeta=None needs at least 2 training rows (n / log n); n={n}")
+        nbeta = n / math.log(n)
+    nbeta = _check_number("nbeta", nbeta)
+    if batch_size is not None:
+        batch_size = validation.positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"batch_size={batch_size} is larger than the {n} training rows")
+        if sampler == "mala":
+            raise ValueError("sampler='mala' is the exact (Metropolis-corrected) reference "
+                             "and needs full-batch gradients: batch_size=None")
+    leaves = jax.tree.leaves(params_star)
+    if not leaves:
+        raise ValueError("params_star has no array leaves")
+    params_star = jax.tree.map(lambda w: jnp.asarray(w, jnp.float32)
+                               if not jnp.issubdtype(jnp.result_type(w), jnp.floating)
+                               else jnp.asarray(w), params_star)
+    if not all(bool(jnp.all(jnp.isfinite(w))) for w in jax.tree.leaves(params_star)):
+        raise ValueError("params_star holds NaN or inf")
+    moves = _mask_tree(mask, params_star)
+
+    init_loss = float(jax.jit(lambda tree, w: full_loss_of(tree)(w))(tree, params_star))
+    if not math.isfinite(init_loss):
+        raise ValueError(f"the loss at params_star is {init_loss}: not finite")
+
+    def restrict(new, old):
+        if moves is None:
+            return new
+        return jax.tree.map(lambda m, a, b: jnp.where(m, a, b), moves, new, old)
+
+    def logdensity(w, batch, tree):
+        d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
+                 zip(jax.tree.leaves(w), jax.tree.leaves(params_star)))
+        return -nbeta * loss_of(tree)(w, batch) - 0.5 * gamma * d2
+
+    def batch_at(tree, batch_key, t):
+        rows = rows_of(tree)
+        if batch_size is None:
+            return rows if not hasattr(tree, "mask") else (*rows, tree.mask)
+        return minibatch.take(rows, minibatch.batch_indices(batch_key, t, n, batch_size))
+
+    total = num_burnin + num_draws
+    block = min(total, 100)
+
+    if sampler == "mala":
+        hmc = importlib.import_module("weightspace.samplers.hmc")
+
+        def chain_block(tree, state, keys, t0):
+            fn = lambda w: logdensity(w, batch_at(tree, None, 0), tree)  # noqa: E731
+            kernel = hmc.build_kernel(fn)
+
+            def body(s, t):
+                new, info = kernel(jax.random.fold_in(keys[0], t), s, math.sqrt(step_size),
+                                   1, None, True)
+                if moves is not None:
+                    new = hmc.init(restrict(new.position, s.position), fn)
+                d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
+                         zip(jax.tree.leaves(new.position), jax.tree.leaves(params_star)))
+                loss = -(new.logdensity + 0.5 * gamma * d2) / nbeta
+                return new, (loss, info.accept_prob, info.is_divergent)
+            return jax.lax.scan(body, state, t0 + jnp.arange(block))
+
+        def init_state(tree):
+            return hmc.init(params_star,
+                            lambda w: logdensity(w, batch_at(tree, None, 0), tree))
+    else:
+        preconditioned = sampler == "rmsprop_sgld"
+
+        def chain_block(tree, state, keys, t0):
+            noise_key, batch_key = keys
+            est = lambda w, b: logdensity(w, b, tree)  # noqa: E731
+            kernel = sgmcmc.build_sgld_kernel(est, num_data=n, preconditioned=preconditioned)
+
+            def body(s, t):
+                batch = batch_at(tree, batch_key, t)
+                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, step_size, True)
+                new = new._replace(position=restrict(new.position, s.position))
+                d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
+                         zip(jax.tree.leaves(s.position), jax.tree.leaves(params_star)))
+                loss = -(info.minibatch_logdensity + 0.5 * gamma * d2) / nbeta
+                accept = (_proposal_acceptance(est, s, new, batch, step_size)
+                          if mala_acceptance else jnp.float32(jnp.nan))
+                return new, (loss, accept, info.is_divergent)
+            return jax.lax.scan(body, state, t0 + jnp.arange(block))
+
+        def init_state(tree):
+            return sgmcmc.sgld_init(params_star, preconditioned)
+
+    run_block = jax.jit(jax.vmap(chain_block, in_axes=(None, 0, 0, None)))
+    keys = jax.random.split(key, (num_chains, 2))
+    state = jax.jit(jax.vmap(lambda _: init_state(tree)))(jnp.arange(num_chains))
+    losses, accepts, divergent = [], [], []
+    with tqdm(total=total, desc=f"llc ({sampler})", disable=not progress, unit="step",
+              dynamic_ncols=True) as bar:
+        for t0 in range(0, total, block):
+            state, (loss, accept, div) = run_block(tree, state, keys, jnp.int32(t0))
+            losses.append(np.asarray(loss))
+            accepts.append(np.asarray(accept))
+            divergent.append(np.asarray(div))
+            bar.update(min(block, total - t0))
+    loss = np.concatenate(losses, axis=1)[:, num_burnin:total]
+    accept = np.concatenate(accepts, axis=1)[:, num_burnin:total]
+    div = np.concatenate(divergent, axis=1)[:, :total]
+    diverged = div.any(axis=1) | ~np.isfinite(loss).all(axis=1)
+    per_chain = nbeta * (loss.mean(axis=1) - init_loss)
+    per_chain = np.where(diverged, np.nan, per_chain)
+    healthy = per_chain[~diverged]
+    mean = float(healthy.mean()) if healthy.size else float("nan")
+    std = float(healthy.std(ddof=1)) if healthy.size > 1 else float("nan")
+    acceptance = None
+    if sampler == "mala" or mala_acceptance:
+        acceptance = np.nanmean(np.where(np.isfinite(accept), accept, np.nan), axis=1)
+    unhealthy = (np.zeros(num_chains, bool) if acceptance is None
+                 else ~(acceptance >= MIN_ACCEPTANCE))
+    below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
+    last = jax.tree.map(np.asarray, state.position)
+    return LLCEstimate(mean, std, per_chain, loss, init_loss, float(nbeta), acceptance,
+                       diverged, below, unhealthy & ~diverged, last)
+
+
+def _proposal_acceptance(estimate, old, new, batch, eps):
+    """Metropolis acceptance probability of the (preconditioned) Langevin
+    proposal old -> new on this batch: min(1, p(new) q(old | new) / (p(old) q(new | old))),
+    q(b | a) = N(a + eps/2 G grad log p(a), eps G), G the step's preconditioner
+    (1 for SGLD)."""
+    f_old, g_old = jax.value_and_grad(estimate)(old.position, batch)
+    f_new, g_new = jax.value_and_grad(estimate)(new.position, batch)
+    if new.square_avg is None:
+        precond = jax.tree.map(jnp.ones_like, old.position)
+    else:
+        precond = jax.tree.map(lambda v: 1.0 / (1e-5 + jnp.sqrt(v)), new.square_avg)
+
+    def log_q(b, a, g):
+        return -sum(jnp.sum(jnp.square(bb - aa - 0.5 * eps * p * gg) / (2 * eps * p))
+                    for bb, aa, gg, p in zip(jax.tree.leaves(b), jax.tree.leaves(a),
+                                             jax.tree.leaves(g), jax.tree.leaves(precond)))
+
+    log_ratio = (f_new + log_q(old.position, new.position, g_new)
+                 - f_old - log_q(new.position, old.position, g_old))
+    return jnp.minimum(1.0, jnp.exp(jnp.where(jnp.isfinite(log_ratio), log_ratio, -jnp.inf)))
