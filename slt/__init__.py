@@ -1,8 +1,9 @@
-"""Singular learning theory: local learning coefficient estimation (`llc`) and
-known learning coefficients (`theory`). Step-size calibration and the CLI arrive
-with the rest of the SLT issue."""
+"""Singular learning theory: local learning coefficient estimation (`llc`),
+hyperparameter sweeps (`calibrate`) and known learning coefficients (`theory`).
+The `weightspace llc` command arrives with the rest of the SLT issue."""
 
 from weightspace.slt import theory
+from weightspace.slt.calibrate import Calibration, calibrate
 from weightspace.slt.llc import LLCEstimate, llc
 
-__all__ = ["LLCEstimate", "llc", "theory"]
+__all__ = ["Calibration", "LLCEstimate", "calibrate", "llc", "theory"]

@@ -67,10 +67,10 @@ class LLCEstimate:
     def flags(self) -> list[str]:
         out = []
         for name, what in (("diverged", "diverged (a non-finite loss, gradient or step)"),
-                           ("below_init", "mean loss below L_n(w*): w* is not a local "
-                                          "minimum of the loss"),
-                           ("unhealthy_acceptance", f"mean MALA acceptance below "
-                                                    f"{MIN_ACCEPTANCE}")):
+                           ("below_init", ("mean loss below L_n(w*): w* is not a local "
+                                           "minimum of the loss")),
+                           ("unhealthy_acceptance",
+                            f"mean MALA acceptance below {MIN_ACCEPTANCE}")):
             chains = np.flatnonzero(getattr(self, name)).tolist()
             if chains:
                 out.append(f"chains {chains} {what}")
@@ -228,7 +228,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         hmc = importlib.import_module("weightspace.samplers.hmc")
 
         def chain_block(tree, state, keys, t0):
-            fn = lambda w: logdensity(w, batch_at(tree, None, 0), tree)  # noqa: E731
+            fn = lambda w: logdensity(w, batch_at(tree, None, 0), tree)
             kernel = hmc.build_kernel(fn)
 
             def body(s, t):
@@ -250,7 +250,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
 
         def chain_block(tree, state, keys, t0):
             noise_key, batch_key = keys
-            est = lambda w, b: logdensity(w, b, tree)  # noqa: E731
+            est = lambda w, b: logdensity(w, b, tree)
             kernel = sgmcmc.build_sgld_kernel(est, num_data=n, preconditioned=preconditioned)
 
             def body(s, t):

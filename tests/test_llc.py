@@ -107,3 +107,20 @@ def test_bad_arguments_are_named(kwargs, match):
     data, w_star = _regression()
     with pytest.raises((ValueError, TypeError), match=match):
         ws.slt.llc(_loss, w_star, jax.random.key(0), data=data, progress=False, **kwargs)
+
+
+def test_calibrate_keeps_the_largest_stable_step_size(tmp_path):
+    data, w_star = _regression()
+    cal = ws.slt.calibrate(_loss, w_star, jax.random.key(0), data=data,
+                           step_sizes=(1e-4, 5e-4, 10.0), localizations=(1.0,),
+                           num_chains=2, num_draws=1000, num_burnin=300,
+                           path=tmp_path / "cal.png", progress=False)
+    assert [r["step_size"] for r in cal.rows] == [1e-4, 5e-4, 10.0]
+    assert [r["stable"] for r in cal.rows] == [True, True, False]
+    assert any("diverged" in f for f in cal.rows[-1]["flags"])
+    [(setting, eps)] = cal.suggested.items()
+    assert eps == 5e-4 and setting[1] == 1.0
+    assert (tmp_path / "cal.png").stat().st_size > 0
+    assert "suggested step size" in str(cal)
+    for r in cal.rows[:2]:
+        assert abs(r["mean"] - 3.0) < 0.45  # d/2 within 15% at these sizes
