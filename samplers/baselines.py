@@ -111,13 +111,7 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
     validation.chains_fit_mesh(num_chains, mesh)
 
     key_init, key_batches = jax.random.split(key)
-    if init is None:
-        if tgt.posterior is None:
-            raise ValueError("init is required for a callable target: a pytree whose "
-                             "leaves have a leading num_chains axis")
-        params = tgt.init_positions(key_init, num_chains)
-    else:
-        params = validation.chain_init("init", init, num_chains)
+    params = validation.start_positions("init", init, tgt, key_init, num_chains)
     eval_x = validation.eval_inputs("eval_x", eval_x, tgt, params)
 
     num_data = tgt.num_data
@@ -178,11 +172,7 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
     def chainwise(one):
         return driver.chainwise(one, carry, mesh)
 
-    predict = None
-    if eval_x is not None:
-        predict_of = tgt.predict_of
-        predict = jax.jit(lambda tree, pos, x: jax.vmap(predict_of(tree), in_axes=(0, None))(
-            pos, x))
+    predict = driver.chain_predict(tgt, eval_x)
 
     config = {"sampler": kind, "num_chains": num_chains, "num_samples": 1,
               "num_epochs": num_epochs, "batch_size": batch_size,

@@ -205,6 +205,15 @@ def chainwise(one: Callable, carry, mesh) -> Callable:
     return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
 
 
+def chain_predict(target, eval_x):
+    """jit of (tree, positions (chain, ...), x) -> (chain, n_eval, ...) predictions
+    of every chain, or None without eval inputs."""
+    if eval_x is None:
+        return None
+    predict_of = target.predict_of
+    return jax.jit(lambda tree, pos, x: jax.vmap(predict_of(tree), in_axes=(0, None))(pos, x))
+
+
 def _abstract(x):
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)

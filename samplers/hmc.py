@@ -277,13 +277,7 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     validation.chains_fit_mesh(num_chains, mesh)
 
     key_init, key_chains, key_step = jax.random.split(key, 3)
-    if init is None:
-        if tgt.posterior is None:
-            raise ValueError("init is required for a callable target: a pytree whose "
-                             "leaves have a leading num_chains axis")
-        positions = tgt.init_positions(key_init, num_chains)
-    else:
-        positions = validation.chain_init("init", init, num_chains)
+    positions = validation.start_positions("init", init, tgt, key_init, num_chains)
     eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
 
     adapt = warmup == "adapt" and num_warmup > 0
@@ -358,11 +352,7 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     def chainwise(one):
         return driver.chainwise(one, carry, mesh)
 
-    predict = None
-    if eval_x is not None:
-        predict_of = tgt.predict_of
-        predict = jax.jit(lambda tree, pos, x: jax.vmap(predict_of(tree), in_axes=(0, None))(
-            pos, x))
+    predict = driver.chain_predict(tgt, eval_x)
 
     config = {"sampler": "hmc", "num_chains": num_chains, "num_samples": num_samples,
               "num_warmup": num_warmup, "step_size": step_size,

@@ -38,8 +38,13 @@ class Target:
     description: dict
 
     def init_positions(self, key, num_chains: int):
-        keys = jax.random.split(key, num_chains)
-        return jax.jit(jax.vmap(self.posterior.init))(keys)
+        return _init_positions(self, key, num_chains)
+
+
+def _init_positions(target, key, num_chains: int):
+    """The posterior's own initializer, one independent key per chain."""
+    keys = jax.random.split(key, num_chains)
+    return jax.jit(jax.vmap(target.posterior.init))(keys)
 
 
 def _callable_name(fn) -> str:
@@ -122,8 +127,21 @@ class MinibatchTarget:
     description: dict
 
     def init_positions(self, key, num_chains: int):
-        keys = jax.random.split(key, num_chains)
-        return jax.jit(jax.vmap(self.posterior.init))(keys)
+        return _init_positions(self, key, num_chains)
+
+
+def training_rows(data):
+    """(data as jax arrays, number of rows) for the `data` of a callable target: a
+    pytree of arrays sharing a leading number of rows > 0."""
+    if data is None:
+        raise ValueError("data is required with a callable target: a pytree of arrays "
+                         "with the training rows first, e.g. (x, y)")
+    leaves = jax.tree.leaves(data)
+    lengths = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in leaves}
+    if not leaves or len(lengths) != 1 or -1 in lengths or 0 in lengths:
+        raise ValueError(f"data must be a pytree of arrays sharing a leading number of "
+                         f"rows > 0; got shapes {[np.shape(a) for a in leaves]}")
+    return jax.tree.map(jnp.asarray, data), lengths.pop()
 
 
 def resolve_minibatch(target, *, data=None, predict_fn=None, mesh=None) -> MinibatchTarget:
@@ -144,18 +162,10 @@ def resolve_minibatch(target, *, data=None, predict_fn=None, mesh=None) -> Minib
     if not callable(target):
         raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
                         f"logdensity(position, batch) -> scalar, got {type(target).__name__}")
-    if data is None:
-        raise ValueError("data is required with a callable target: a pytree of arrays "
-                         "with the training rows first, e.g. (x, y)")
-    leaves = jax.tree.leaves(data)
-    lengths = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in leaves}
-    if not leaves or len(lengths) != 1 or -1 in lengths or 0 in lengths:
-        raise ValueError(f"data must be a pytree of arrays sharing a leading number of "
-                         f"rows > 0; got shapes {[np.shape(a) for a in leaves]}")
-    data = jax.tree.map(jnp.asarray, data)
+    data, num_data = training_rows(data)
     return MinibatchTarget(
         tree=(None, data), estimate_of=lambda _: target, data_of=lambda tree: tree[1],
-        num_data=lengths.pop(),
+        num_data=num_data,
         predict_of=None if predict_fn is None else (lambda _: predict_fn),
         posterior=None, mesh=mesh,
         description={"kind": "callable", "name": _callable_name(target),

@@ -112,3 +112,14 @@ def eval_inputs(name: str, eval_x, target, positions):
 
         return jax.device_put(x, NamedSharding(target.mesh, PartitionSpec()))
     return jnp.asarray(x)
+
+
+def start_positions(name: str, init, target, key, num_chains: int):
+    """Chains' starting positions: `init` checked (leading num_chains axis), or
+    for a Posterior its own initializer with independent keys."""
+    if init is None:
+        if target.posterior is None:
+            raise ValueError(f"{name} is required for a callable target: a pytree whose "
+                             f"leaves have a leading num_chains axis")
+        return target.init_positions(key, num_chains)
+    return chain_init(name, init, num_chains)

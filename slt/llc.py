@@ -96,17 +96,9 @@ def _resolve(target, data):
     if not callable(target):
         raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
                         f"loss(params, batch) -> mean loss; got {type(target).__name__}")
-    if data is None:
-        raise ValueError("data is required with a callable loss: a pytree of arrays with "
-                         "the training rows first, e.g. (x, y)")
-    leaves = jax.tree.leaves(data)
-    lengths = {int(np.shape(a)[0]) if np.ndim(a) else -1 for a in leaves}
-    if not leaves or len(lengths) != 1 or -1 in lengths or 0 in lengths:
-        raise ValueError(f"data must be a pytree of arrays sharing a leading number of rows "
-                         f"> 0; got shapes {[np.shape(a) for a in leaves]}")
-    data = jax.tree.map(jnp.asarray, data)
+    data, n = target_lib.training_rows(data)
     return (data, lambda _: target, lambda rows: rows,
-            lambda rows: (lambda params: target(params, rows)), lengths.pop())
+            lambda rows: (lambda params: target(params, rows)), n)
 
 
 def _mask_tree(mask, params_star):
