@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from logdensity import RESULTS, machine, write_results
+from logdensity import RESULTS, machine, one_device_child, write_results
 
 STEP_SIZE = 1e-4
 NUM_STEPS = 50  # leapfrog steps per trajectory
@@ -205,17 +203,6 @@ def measure(settings: dict, cache_dir: str) -> dict:
             "kernel_rounds": kernel_rounds, "driver_rounds": driver_rounds}
 
 
-def run_child(quick: bool) -> dict:
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    args = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
-    # The child's stderr (its progress) goes straight to ours.
-    out = subprocess.run(args, env=env, stdout=subprocess.PIPE, text=True, check=False)
-    if out.returncode != 0:
-        sys.exit("benchmark child failed (its error is above)")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _summary(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
     """median (min-max)"""
     v = [scale * x for x in values]
@@ -283,7 +270,7 @@ def main() -> None:
             print(json.dumps(measure(settings, cache_dir)))
         return
     t0 = time.perf_counter()
-    result = run_child(args.quick)
+    result = one_device_child(__file__, args.quick)
     minutes = (time.perf_counter() - t0) / 60
     s, v = settings, result["versions"]
     text = (f"## HMC per leapfrog step (`benchmarks/hmc.py`)\n\n"

@@ -68,6 +68,18 @@ def run_child(devices: int, repeats: int) -> list[dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def one_device_child(script: str, quick: bool) -> dict:
+    """Run `script --child [--quick]` on one CPU device and return the JSON its
+    last stdout line holds; the child's stderr (its progress) goes to ours."""
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    args = [sys.executable, script, "--child"] + (["--quick"] if quick else [])
+    out = subprocess.run(args, env=env, stdout=subprocess.PIPE, text=True, check=False)
+    if out.returncode != 0:
+        sys.exit("benchmark child failed (its error is above)")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def machine() -> str:
     import jax
 

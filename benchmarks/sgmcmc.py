@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
-from logdensity import machine, write_results
+from logdensity import machine, one_device_child, write_results
 
 STEP_SIZE = 1e-4
 BATCH = 128
@@ -147,16 +145,6 @@ def measure(settings: dict, cache_dir: str) -> dict:
             "num_data": num_data, "rounds": rounds, "driver_rounds": driver_rounds}
 
 
-def run_child(quick: bool) -> dict:
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="1", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
-    args = [sys.executable, __file__, "--child"] + (["--quick"] if quick else [])
-    out = subprocess.run(args, env=env, stdout=subprocess.PIPE, text=True, check=False)
-    if out.returncode != 0:
-        sys.exit("benchmark child failed (its error is above)")
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def _summary(values, digits=0):
     return (f"{statistics.median(values):.{digits}f} "
             f"({min(values):.{digits}f}-{max(values):.{digits}f})")
@@ -202,7 +190,7 @@ def main() -> None:
             print(json.dumps(measure(settings, cache_dir)))
         return
     t0 = time.perf_counter()
-    result = run_child(args.quick)
+    result = one_device_child(__file__, args.quick)
     minutes = (time.perf_counter() - t0) / 60
     s = settings
     text = (f"## SGLD steps per second (`benchmarks/sgmcmc.py`)\n\n"

@@ -30,6 +30,8 @@ class Summary:
         mean log density, last step size and number of leapfrog steps (those
         the trace's stats have).
     notes: what was left out and why (e.g. one chain: no R-hat).
+    rhat_values: {space: the R-hat pytree the row summarizes}, for figures
+        (`plot_rhat`) without computing R-hat again; not part of `to_dict()`.
     `str(summary)` prints the tables; `to_dict()` is JSON-ready.
     """
 
@@ -38,9 +40,11 @@ class Summary:
     ess: list
     chains: list
     notes: list
+    rhat_values: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "rhat_values"}
 
     def __str__(self) -> str:
         return format_summary(self)
@@ -160,14 +164,15 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
     if predictions is not None:
         spaces["predictions"] = predictions
 
-    rhat_rows, ess_rows, notes = [], [], []
+    rhat_rows, ess_rows, notes, rhat_values = [], [], [], {}
     if num_chains < 2 or num_draws < 4:
         notes.append(f"R-hat and ESS need at least 2 chains of 4 draws; the trace has "
                      f"{num_chains} chain(s) of {num_draws} draw(s)")
     else:
         for space, draws in spaces.items():
-            r = rhat_summary(rhat(draws, method=method, chunk_size=chunk_size),
-                             thresholds=tuple(thresholds), quantiles=RHAT_QUANTILES)
+            rhat_values[space] = rhat(draws, method=method, chunk_size=chunk_size)
+            r = rhat_summary(rhat_values[space], thresholds=tuple(thresholds),
+                             quantiles=RHAT_QUANTILES)
             rhat_rows.append({"space": space, **r})
             for kind in ("bulk", "tail"):
                 values = ess(draws, method=kind, chunk_size=chunk_size)
@@ -175,4 +180,4 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
                 ess_rows.append({"space": space, "kind": kind, "count": pooled["count"],
                                  "quantiles": pooled["quantiles"]})
     return Summary(method, rhat_rows, ess_rows,
-                   _chain_rows(trace.stats, num_chains, num_draws), notes)
+                   _chain_rows(trace.stats, num_chains, num_draws), notes, rhat_values)

@@ -256,15 +256,17 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
 
     def sample_one(tree, c, t):
         t = jnp.asarray(t, jnp.int32)
-        end = block_end(t)
-        c, info = transition(tree, c, t)
 
         def body(i, carry):
             c, info = carry
             c, new = transition(tree, c, i)
             return c, new._replace(is_divergent=new.is_divergent | info.is_divergent)
 
-        return jax.lax.fori_loop(t + 1, end + 1, body, (c, info))
+        # A block has at least one transition, so the zero info is always replaced;
+        # starting from it traces `transition` once instead of twice.
+        shapes = jax.eval_shape(lambda: transition(tree, c, t)[1])
+        none = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        return jax.lax.fori_loop(t, block_end(t) + 1, body, (c, none))
 
     shard = None if mesh is None else driver.chain_sharding(mesh)
 

@@ -26,25 +26,28 @@ def is_posterior(target) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
-class Target:
-    """tree: the pytree argument of the jitted steps (the Posterior, or None);
-    logdensity_of(tree) and predict_of(tree) give the functions inside them."""
+class _Sampled:
+    """What every target has. tree: the pytree argument of the jitted steps;
+    predict_of(tree): the prediction function inside them, or None."""
 
     tree: Any
-    logdensity_of: Callable
     predict_of: Callable | None
     posterior: Any
     mesh: Any
     description: dict
 
     def init_positions(self, key, num_chains: int):
-        return _init_positions(self, key, num_chains)
+        """The posterior's own initializer, one independent key per chain."""
+        keys = jax.random.split(key, num_chains)
+        return jax.jit(jax.vmap(self.posterior.init))(keys)
 
 
-def _init_positions(target, key, num_chains: int):
-    """The posterior's own initializer, one independent key per chain."""
-    keys = jax.random.split(key, num_chains)
-    return jax.jit(jax.vmap(target.posterior.init))(keys)
+@dataclasses.dataclass(frozen=True)
+class Target(_Sampled):
+    """A full-batch target: tree is the Posterior (or None); logdensity_of(tree)
+    gives the log density inside the jitted steps."""
+
+    logdensity_of: Callable
 
 
 def _callable_name(fn) -> str:
@@ -107,7 +110,7 @@ def fingerprint(tree) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class MinibatchTarget:
+class MinibatchTarget(_Sampled):
     """What a stochastic-gradient sampler needs.
 
     tree: the pytree argument of the jitted steps: (posterior or None, data rows).
@@ -117,17 +120,9 @@ class MinibatchTarget:
         first (a Posterior's may be followed by padding rows, never sampled).
     """
 
-    tree: Any
     estimate_of: Callable
     data_of: Callable
     num_data: int
-    predict_of: Callable | None
-    posterior: Any
-    mesh: Any
-    description: dict
-
-    def init_positions(self, key, num_chains: int):
-        return _init_positions(self, key, num_chains)
 
 
 def training_rows(data):

@@ -59,8 +59,9 @@ def _summary(trace, data, network, seconds: float) -> str:
 
     enough = trace.num_chains >= 2 and trace.num_draws >= 4
     aligned = diagnostics.align_permutations(trace.positions, network) if enough else None
-    lines = [f"{trace} in {seconds:.1f} s", "",
-             str(diagnostics.summary(trace, aligned_positions=aligned)), ""]
+    summary = diagnostics.summary(trace, aligned_positions=aligned)
+    lines = [f"{trace} in {seconds:.1f} s", "", str(summary), ""]
+    pred = None
     if trace.predictions is not None:
         pred = diagnostics.ensemble_predictive(trace)
         if data.num_classes is not None:
@@ -73,29 +74,28 @@ def _summary(trace, data, network, seconds: float) -> str:
     if "run_dir" in trace.info:
         lines.append(f"run directory: {trace.info['run_dir']} "
                      f"(open with ws.samplers.load)")
-        lines += _figures(trace, data, aligned, trace.info["run_dir"])
+        lines += _figures(trace, data, summary.rhat_values, pred, trace.info["run_dir"])
     return "\n".join(lines)
 
 
-def _figures(trace, data, aligned, run_dir) -> list[str]:
-    """R-hat histograms, trace plots and a reliability diagram into the run directory."""
+def _figures(trace, data, rhat_values: dict, pred, run_dir) -> list[str]:
+    """Trace plots, the R-hat histograms of the summary (`rhat_values`, by space)
+    and the reliability diagram of the ensemble predictive `pred`, into the run
+    directory."""
     import os
 
     from weightspace import diagnostics
 
     written = [os.path.join(run_dir, "trace.png")]
     diagnostics.plot_trace(trace, path=written[0])
-    if aligned is not None:
+    if rhat_values:
         path = os.path.join(run_dir, "rhat.png")
-        weights = diagnostics.rhat(trace.positions)
-        preds = None if trace.predictions is None else diagnostics.rhat(trace.predictions)
-        diagnostics.plot_rhat(weights, preds, aligned_rhat=diagnostics.rhat(aligned),
-                              path=path)
+        diagnostics.plot_rhat(rhat_values["weights"], rhat_values.get("predictions"),
+                              aligned_rhat=rhat_values.get("weights (aligned)"), path=path)
         written.append(path)
-    if trace.predictions is not None and data.num_classes is not None:
+    if pred is not None and data.num_classes is not None:
         path = os.path.join(run_dir, "reliability.png")
-        diagnostics.plot_reliability(diagnostics.ensemble_predictive(trace), data.y_test,
-                                     path=path)
+        diagnostics.plot_reliability(pred, data.y_test, path=path)
         written.append(path)
     return ["figures: " + ", ".join(written)]
 
