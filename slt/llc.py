@@ -82,23 +82,27 @@ class LLCEstimate:
                 f"chains={len(self.per_chain)}, nbeta={self.nbeta:.4g}; {flags})")
 
 
-def _resolve(target, data):
+def _resolve(target, data, mesh):
     """(tree, loss_of(tree) -> loss(params, batch), rows_of(tree), full_loss_of(tree)
-    -> L_n(params), n) for a Posterior or a callable loss(params, batch)."""
+    -> L_n(params), n, mesh) for a Posterior or a callable loss(params, batch)."""
     from weightspace.samplers import target as target_lib
 
     if target_lib.is_posterior(target):
         if data is not None:
             raise ValueError("data is only for a callable loss: a Posterior's loss is "
                              "over its own training rows")
+        if mesh is not None and mesh != target.mesh:
+            raise ValueError(f"mesh={mesh} differs from the posterior's mesh {target.mesh}; "
+                             f"build the posterior with ws.models.posterior(..., mesh=mesh)")
         return (target, lambda post: post.loss, lambda post: (post.x, post.y),
-                lambda post: (lambda params: post.loss(params)), int(target.num_data))
+                lambda post: (lambda params: post.loss(params)), int(target.num_data),
+                target.mesh)
     if not callable(target):
         raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
                         f"loss(params, batch) -> mean loss; got {type(target).__name__}")
     data, n = target_lib.training_rows(data)
     return (data, lambda _: target, lambda rows: rows,
-            lambda rows: (lambda params: target(params, rows)), n)
+            lambda rows: (lambda params: target(params, rows)), n, mesh)
 
 
 def _mask_tree(mask, params_star):
@@ -135,7 +139,8 @@ def _check_number(name, value, *, positive=True):
 def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: int = 200,
         num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
         nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
-        mask=None, mala_acceptance: bool = True, progress: bool = True) -> LLCEstimate:
+        mask=None, mala_acceptance: bool = True, mesh=None,
+        progress: bool = True) -> LLCEstimate:
     """Estimate the local learning coefficient at params_star (see the module docstring).
 
     target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
@@ -155,12 +160,15 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     mala_acceptance: also compute, for SGLD, the Metropolis acceptance
         probability of each step's proposal on its batch (one more gradient per
         step); "mala" always reports its own.
+    mesh: the ("chain", "data") mesh (ws.sharding.make_mesh) for a callable loss;
+        a Posterior brings its own. Chains are spread along "chain" (num_chains
+        must be a multiple of its size), minibatches along "data".
     """
     import importlib
 
     from tqdm.auto import tqdm
 
-    from weightspace.samplers import minibatch, sgmcmc, validation
+    from weightspace.samplers import driver, minibatch, sgmcmc, validation
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}")
@@ -170,7 +178,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     step_size = _check_number("step_size", step_size)
     gamma = _check_number("localization", localization, positive=False)
     key = validation.prng_key("key", key)
-    tree, loss_of, rows_of, full_loss_of, n = _resolve(target, data)
+    tree, loss_of, rows_of, full_loss_of, n, mesh = _resolve(target, data, mesh)
+    validation.chains_fit_mesh(num_chains, mesh)
     if nbeta is None:
         if n < 2:
             raise ValueError(f"nbeta=None needs at least 2 training rows (n / log n); n={n}")
@@ -202,16 +211,18 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
             return new
         return jax.tree.map(lambda m, a, b: jnp.where(m, a, b), moves, new, old)
 
-    def logdensity(w, batch, tree):
-        d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
-                 zip(jax.tree.leaves(w), jax.tree.leaves(params_star)))
-        return -nbeta * loss_of(tree)(w, batch) - 0.5 * gamma * d2
+    # w* travels with the data as an argument of the jitted blocks (`args` =
+    # (tree, w*)), not as a constant baked into the compiled program.
+    def logdensity(w, batch, args):
+        tree, star = args
+        return -nbeta * loss_of(tree)(w, batch) - 0.5 * gamma * _distance2(w, star)
 
-    def batch_at(tree, batch_key, t):
+    def batch_at(args, batch_key, t):
+        tree = args[0]
         rows = rows_of(tree)
         if batch_size is None:
             return rows if not hasattr(tree, "mask") else (*rows, tree.mask)
-        return minibatch.take(rows, minibatch.batch_indices(batch_key, t, n, batch_size))
+        return minibatch.take(rows, minibatch.batch_indices(batch_key, t, n, batch_size), mesh)
 
     total = num_burnin + num_draws
     block = min(total, 100)
@@ -219,8 +230,9 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     if sampler == "mala":
         hmc = importlib.import_module("weightspace.samplers.hmc")
 
-        def chain_block(tree, state, keys, t0):
-            fn = lambda w: logdensity(w, batch_at(tree, None, 0), tree)
+        def chain_block(args, state, keys, t0):
+            keys = jax.random.wrap_key_data(keys)
+            fn = lambda w: logdensity(w, batch_at(args, None, 0), args)
             kernel = hmc.build_kernel(fn)
 
             def body(s, t):
@@ -228,46 +240,52 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
                                    1, None, True)
                 if moves is not None:
                     new = hmc.init(restrict(new.position, s.position), fn)
-                d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
-                         zip(jax.tree.leaves(new.position), jax.tree.leaves(params_star)))
+                d2 = _distance2(new.position, args[1])
                 loss = -(new.logdensity + 0.5 * gamma * d2) / nbeta
                 return new, (loss, info.accept_prob, info.is_divergent)
             return jax.lax.scan(body, state, t0 + jnp.arange(block))
 
-        def init_state(tree):
-            return hmc.init(params_star,
-                            lambda w: logdensity(w, batch_at(tree, None, 0), tree))
+        def init_state(args):
+            return hmc.init(args[1], lambda w: logdensity(w, batch_at(args, None, 0), args))
     else:
         preconditioned = sampler == "rmsprop_sgld"
 
-        def chain_block(tree, state, keys, t0):
-            noise_key, batch_key = keys
-            est = lambda w, b: logdensity(w, b, tree)
+        def chain_block(args, state, keys, t0):
+            noise_key, batch_key = jax.random.wrap_key_data(keys)
+            est = lambda w, b: logdensity(w, b, args)
             kernel = sgmcmc.build_sgld_kernel(est, num_data=n, preconditioned=preconditioned)
 
             def body(s, t):
-                batch = batch_at(tree, batch_key, t)
+                batch = batch_at(args, batch_key, t)
                 new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, step_size, True)
                 new = new._replace(position=restrict(new.position, s.position))
-                d2 = sum(jnp.sum(jnp.square(a - b)) for a, b in
-                         zip(jax.tree.leaves(s.position), jax.tree.leaves(params_star)))
+                d2 = _distance2(s.position, args[1])
                 loss = -(info.minibatch_logdensity + 0.5 * gamma * d2) / nbeta
                 accept = (_proposal_acceptance(est, s, new, batch, step_size)
                           if mala_acceptance else jnp.float32(jnp.nan))
                 return new, (loss, accept, info.is_divergent)
             return jax.lax.scan(body, state, t0 + jnp.arange(block))
 
-        def init_state(tree):
-            return sgmcmc.sgld_init(params_star, preconditioned)
+        def init_state(args):
+            return sgmcmc.sgld_init(args[1], preconditioned)
 
-    run_block = jax.jit(jax.vmap(chain_block, in_axes=(None, 0, 0, None)))
-    keys = jax.random.split(key, (num_chains, 2))
-    state = jax.jit(jax.vmap(lambda _: init_state(tree)))(jnp.arange(num_chains))
+    def one(args, carry, t0):
+        keys, state = carry
+        state, stats = chain_block(args, state, keys, t0)
+        return (keys, state), stats
+
+    args = (tree, params_star)
+    keys = jax.random.key_data(jax.random.split(key, (num_chains, 2)))
+    state = jax.jit(jax.vmap(init_state, axis_size=num_chains, in_axes=None))(args)
+    carry = (keys, state)
+    if mesh is not None:
+        carry = jax.device_put(carry, driver.chain_sharding(mesh))
+    run_block = driver.chainwise(one, carry, mesh)
     losses, accepts, divergent = [], [], []
     with tqdm(total=total, desc=f"llc ({sampler})", disable=not progress, unit="step",
               dynamic_ncols=True) as bar:
         for t0 in range(0, total, block):
-            state, (loss, accept, div) = run_block(tree, state, keys, jnp.int32(t0))
+            carry, (loss, accept, div) = run_block(args, carry, jnp.int32(t0))
             losses.append(np.asarray(loss))
             accepts.append(np.asarray(accept))
             divergent.append(np.asarray(div))
@@ -287,9 +305,14 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     unhealthy = (np.zeros(num_chains, bool) if acceptance is None
                  else ~(acceptance >= MIN_ACCEPTANCE))
     below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
-    last = jax.tree.map(np.asarray, state.position)
+    last = jax.tree.map(np.asarray, carry[1].position)
     return LLCEstimate(mean, std, per_chain, loss, init_loss, float(nbeta), acceptance,
                        diverged, below, unhealthy & ~diverged, last)
+
+
+def _distance2(a, b):
+    """|a - b|^2 over every leaf."""
+    return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def _proposal_acceptance(estimate, old, new, batch, eps):

@@ -73,6 +73,36 @@ def test_a_mask_moves_only_its_layer(digits):
     jax.tree.map(np.testing.assert_array_equal, by_name.last_position, by_tree.last_position)
 
 
+@pytest.mark.parametrize("batch_size", [None, 64])
+@pytest.mark.parametrize("mesh_shape", [(2, 4), (4, 2)])
+def test_chains_along_the_mesh_chain_axis_equal_one_device(digits, mesh_shape, batch_size):
+    from conftest import one_device_mesh
+
+    def estimate(mesh):
+        post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0,
+                                   mesh=mesh)
+        w_star = post.init(jax.random.key(0))
+        return ws.slt.llc(post, w_star, jax.random.key(1), num_chains=4, num_draws=30,
+                          num_burnin=10, step_size=1e-5, batch_size=batch_size,
+                          progress=False)
+
+    one = estimate(one_device_mesh())
+    mesh = ws.sharding.make_mesh(num_chains=mesh_shape[0], num_data=mesh_shape[1])
+    sharded = estimate(mesh)
+    np.testing.assert_allclose(sharded.loss_trace, one.loss_trace, rtol=1e-4)
+    np.testing.assert_allclose(sharded.per_chain, one.per_chain, rtol=1e-3, atol=1e-3)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+                 sharded.last_position, one.last_position)
+
+
+def test_chains_must_divide_over_the_mesh_chain_axis(digits):
+    mesh = ws.sharding.make_mesh(num_chains=2, num_data=4)
+    post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0,
+                               mesh=mesh)
+    with pytest.raises(ValueError, match="num_chains=3"):
+        ws.slt.llc(post, post.init(), jax.random.key(0), num_chains=3, progress=False)
+
+
 def test_a_nan_producing_step_size_is_flagged_not_returned_silently():
     data, w_star = _regression()
     est = ws.slt.llc(_loss, w_star, jax.random.key(0), data=data, num_chains=2,
