@@ -95,15 +95,19 @@ def sghmc_init(position) -> SGHMCState:
 def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: float = 1.0,
                       preconditioned: bool = False, alpha: float = PSGLD_ALPHA,
                       lam: float = PSGLD_LAMBDA):
-    """step(key, state, batch, step_size, noise) -> (state, info).
+    """step(key, state, batch, step_size, noise, value_grad=None) -> (state, info).
 
     estimate_fn(position, batch): unbiased estimate of log p(w | D).
     noise: bool (may be traced); False makes the step plain (preconditioned)
         gradient ascent, the exploration stage of cyclical schedules.
+    value_grad: (value, grad) of estimate_fn at state.position on this batch,
+        when the caller already has them (e.g. from the previous full-batch
+        step); computed here otherwise.
     """
 
-    def step(key, state: SGLDState, batch, step_size, noise):
-        value, grad = jax.value_and_grad(estimate_fn)(state.position, batch)
+    def step(key, state: SGLDState, batch, step_size, noise, value_grad=None):
+        value, grad = (jax.value_and_grad(estimate_fn)(state.position, batch)
+                       if value_grad is None else value_grad)
         z = _normal_like(key, state.position)
         scale = jnp.where(noise, jnp.sqrt(step_size * temperature), 0.0)
         if preconditioned:

@@ -14,6 +14,9 @@ On-disk layout of a run directory (nothing in it is a pickle; loading never runs
                       num_draws * size are uncommitted and ignored.
     checkpoints/<step>/  orbax checkpoint: state/ (StandardSave of the sampler state) and
                       draws/ (JSON {"num_draws": n}, the draw count that goes with it).
+    command.json      optional, written by the weightspace CLI before the run starts (so a
+                      new run directory may hold it before config.json): what rebuilds the
+                      sampled posterior (dataset, network, prior, temperature, seed, sampler).
 
 `RunStore.commit` runs: fsync the draw files -> orbax checkpoint -> manifest. A kill between
 any two steps leaves manifest count <= latest checkpoint count <= durable draws, so readers
@@ -152,7 +155,7 @@ class RunStore:
 
     def _create(self, config, records):
         if self.run_dir.exists():  # leftovers of a creation killed before config.json are fine
-            ours = {"draws", "checkpoints", "spec.json", "manifest.json"}
+            ours = {"draws", "checkpoints", "spec.json", "manifest.json", "command.json"}
             unknown = {p.name.removesuffix(".tmp") for p in self.run_dir.iterdir()} - ours
             unknown.discard("config.json")
             if unknown:

@@ -1,6 +1,7 @@
 """Singular learning theory: local learning coefficient estimation (`llc`),
-hyperparameter sweeps (`calibrate`) and known learning coefficients (`theory`).
-The `weightspace llc` command arrives with the rest of the SLT issue."""
+hyperparameter sweeps (`calibrate`), known learning coefficients (`theory`) and
+deep linear network problems that have them (`dln_problem`). The command line
+is `weightspace llc`."""
 
 from weightspace.slt import theory
 from weightspace.slt.calibrate import Calibration, calibrate

@@ -230,17 +230,19 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     if sampler == "mala":
         hmc = importlib.import_module("weightspace.samplers.hmc")
 
+        # With a mask, MALA runs on u with the chain at restrict(u, w*): the
+        # fixed coordinates of u have no gradient, so one leapfrog step leaves
+        # their momentum, hence their kinetic energy, unchanged, and the
+        # acceptance is exactly that of the moving coordinates.
         def chain_block(args, state, keys, t0):
             keys = jax.random.wrap_key_data(keys)
-            fn = lambda w: logdensity(w, batch_at(args, None, 0), args)
+            fn = lambda u: logdensity(restrict(u, args[1]), batch_at(args, None, 0), args)
             kernel = hmc.build_kernel(fn)
 
             def body(s, t):
                 new, info = kernel(jax.random.fold_in(keys[0], t), s, math.sqrt(step_size),
                                    1, None, True)
-                if moves is not None:
-                    new = hmc.init(restrict(new.position, s.position), fn)
-                d2 = _distance2(new.position, args[1])
+                d2 = _distance2(restrict(new.position, args[1]), args[1])
                 loss = -(new.logdensity + 0.5 * gamma * d2) / nbeta
                 return new, (loss, info.accept_prob, info.is_divergent)
             return jax.lax.scan(body, state, t0 + jnp.arange(block))
@@ -250,24 +252,43 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     else:
         preconditioned = sampler == "rmsprop_sgld"
 
-        def chain_block(args, state, keys, t0):
+        # Each step needs (value, grad) at the current position. With full-batch
+        # gradients those are the previous step's values at the new position,
+        # which the acceptance diagnostic computes anyway: the chain carries them
+        # and a step costs one gradient. With minibatches the acceptance is on
+        # the step's own batch, one more gradient per step.
+        full_batch = batch_size is None
+
+        def chain_block(args, carry, keys, t0):
             noise_key, batch_key = jax.random.wrap_key_data(keys)
             est = lambda w, b: logdensity(w, b, args)
             kernel = sgmcmc.build_sgld_kernel(est, num_data=n, preconditioned=preconditioned)
+            value_and_grad = jax.value_and_grad(est)
 
-            def body(s, t):
+            def body(c, t):
+                s, cached = c
                 batch = batch_at(args, batch_key, t)
-                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, step_size, True)
+                value, grad = cached if full_batch else value_and_grad(s.position, batch)
+                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, step_size,
+                                   True, value_grad=(value, grad))
                 new = new._replace(position=restrict(new.position, s.position))
-                d2 = _distance2(s.position, args[1])
-                loss = -(info.minibatch_logdensity + 0.5 * gamma * d2) / nbeta
-                accept = (_proposal_acceptance(est, s, new, batch, step_size)
-                          if mala_acceptance else jnp.float32(jnp.nan))
-                return new, (loss, accept, info.is_divergent)
-            return jax.lax.scan(body, state, t0 + jnp.arange(block))
+                loss = -(value + 0.5 * gamma * _distance2(s.position, args[1])) / nbeta
+                accept = jnp.float32(jnp.nan)
+                if full_batch or mala_acceptance:
+                    new_value, new_grad = value_and_grad(new.position, batch)
+                    if mala_acceptance:
+                        accept = _proposal_acceptance((value, grad), (new_value, new_grad),
+                                                      s, new, step_size, moves)
+                    cached = (new_value, new_grad) if full_batch else cached
+                return (new, cached), (loss, accept, info.is_divergent)
+            return jax.lax.scan(body, carry, t0 + jnp.arange(block))
 
         def init_state(args):
-            return sgmcmc.sgld_init(args[1], preconditioned)
+            state = sgmcmc.sgld_init(args[1], preconditioned)
+            if not full_batch:
+                return state, None
+            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
+            return state, jax.value_and_grad(est)(args[1])
 
     def one(args, carry, t0):
         keys, state = carry
@@ -305,7 +326,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     unhealthy = (np.zeros(num_chains, bool) if acceptance is None
                  else ~(acceptance >= MIN_ACCEPTANCE))
     below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
-    last = jax.tree.map(np.asarray, carry[1].position)
+    state = carry[1] if sampler == "mala" else carry[1][0]
+    last = jax.tree.map(np.asarray, restrict(state.position, params_star))
     return LLCEstimate(mean, std, per_chain, loss, init_loss, float(nbeta), acceptance,
                        diverged, below, unhealthy & ~diverged, last)
 
@@ -315,22 +337,26 @@ def _distance2(a, b):
     return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _proposal_acceptance(estimate, old, new, batch, eps):
+def _proposal_acceptance(old_vg, new_vg, old, new, eps, moves):
     """Metropolis acceptance probability of the (preconditioned) Langevin
-    proposal old -> new on this batch: min(1, p(new) q(old | new) / (p(old) q(new | old))),
-    q(b | a) = N(a + eps/2 G grad log p(a), eps G), G the step's preconditioner
-    (1 for SGLD)."""
-    f_old, g_old = jax.value_and_grad(estimate)(old.position, batch)
-    f_new, g_new = jax.value_and_grad(estimate)(new.position, batch)
+    proposal old -> new on the step's batch: min(1, p(new) q(old | new) / (p(old)
+    q(new | old))), q(b | a) = N(a + eps/2 G grad log p(a), eps G), G the step's
+    preconditioner (1 for SGLD); (value, grad) of log p at old and new given.
+    Only the weights that move (`moves`, None for all) enter q."""
+    from weightspace.samplers.sgmcmc import PSGLD_LAMBDA
+
+    (f_old, g_old), (f_new, g_new) = old_vg, new_vg
     if new.square_avg is None:
         precond = jax.tree.map(jnp.ones_like, old.position)
     else:
-        precond = jax.tree.map(lambda v: 1.0 / (1e-5 + jnp.sqrt(v)), new.square_avg)
+        precond = jax.tree.map(lambda v: 1.0 / (PSGLD_LAMBDA + jnp.sqrt(v)),
+                              new.square_avg)
+    weight = (jax.tree.map(lambda _: 1.0, old.position) if moves is None
+              else jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), moves))
 
     def log_q(b, a, g):
-        return -sum(jnp.sum(jnp.square(bb - aa - 0.5 * eps * p * gg) / (2 * eps * p))
-                    for bb, aa, gg, p in zip(jax.tree.leaves(b), jax.tree.leaves(a),
-                                             jax.tree.leaves(g), jax.tree.leaves(precond)))
+        return -sum(jnp.sum(m * jnp.square(bb - aa - 0.5 * eps * p * gg) / (2 * eps * p))
+                    for bb, aa, gg, p, m in zip(*map(jax.tree.leaves, (b, a, g, precond, weight))))
 
     log_ratio = (f_new + log_q(old.position, new.position, g_new)
                  - f_old - log_q(new.position, old.position, g_old))

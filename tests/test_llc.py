@@ -55,17 +55,19 @@ def test_the_exact_sampler_and_sgld_agree_within_10_percent():
     assert abs(sgld.mean - exact.mean) < 0.1 * exact.mean, (sgld, exact)
 
 
-def test_a_mask_moves_only_its_layer(digits):
+@pytest.mark.parametrize("sampler", ["sgld", "rmsprop_sgld", "mala"])
+def test_a_mask_moves_only_its_layer(digits, sampler):
     post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0)
     w_star = jax.tree.map(np.asarray, post.init(jax.random.key(0)))
-    by_name = ws.slt.llc(post, w_star, jax.random.key(0), mask=["layers.1"], num_chains=2,
-                         num_draws=5, num_burnin=0, step_size=1e-5, progress=False)
+    kw = dict(num_chains=2, num_draws=5, num_burnin=0, step_size=1e-5, sampler=sampler,
+              progress=False)
+    by_name = ws.slt.llc(post, w_star, jax.random.key(0), mask=["layers.1"], **kw)
     tree_mask = jax.tree.map(lambda _: False, w_star)
     tree_mask["layers"][1] = {"kernel": True, "bias": True}
-    by_tree = ws.slt.llc(post, w_star, jax.random.key(0), mask=tree_mask, num_chains=2,
-                         num_draws=5, num_burnin=0, step_size=1e-5, progress=False)
+    by_tree = ws.slt.llc(post, w_star, jax.random.key(0), mask=tree_mask, **kw)
     for est in (by_name, by_tree):
         assert np.isfinite(est.mean)
+        assert np.all((est.mala_acceptance >= 0) & (est.mala_acceptance <= 1))
         last = est.last_position["layers"]
         for name in ("kernel", "bias"):
             np.testing.assert_array_equal(last[0][name], np.stack([w_star["layers"][0][name]] * 2))

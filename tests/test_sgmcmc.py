@@ -178,6 +178,21 @@ def test_minibatches_cover_every_row_once_per_epoch():
     assert not np.array_equal(first, second)  # a new order each epoch
 
 
+@pytest.mark.parametrize("num_data", [1, 2, 23, 1437, 50000])
+def test_the_epoch_permutation_is_a_bijection(num_data):
+    order = np.asarray(minibatch.permute(jax.random.key(3), jnp.arange(num_data), num_data))
+    np.testing.assert_array_equal(np.sort(order), np.arange(num_data))
+
+
+def test_every_row_is_equally_likely_at_a_batch_position():
+    # 4,000 keys, 10 rows: each count is Binomial(4000, 0.1), sd 19; a chi-square
+    # with 9 degrees of freedom stays below 27.9 with probability 0.999.
+    first = np.asarray(jax.vmap(lambda k: minibatch.permute(k, jnp.arange(1), 10)[0])(
+        jax.random.split(jax.random.key(0), 4000)))
+    counts = np.bincount(first, minlength=10)
+    assert ((counts - 400) ** 2 / 400).sum() < 27.9, counts
+
+
 def _digits_posterior(mesh):
     ds = ws.data.load("digits")
     return ws.models.posterior(ws.models.MLP((16,), 10), ds, prior_variance=0.2, mesh=mesh)

@@ -1,0 +1,273 @@
+"""The `weightspace` command: `sample` with every sampler writes a run directory
+with command.json and a summary; `llc --run` estimates at the run's draws what
+ws.slt.llc gives there with the documented key; `llc --dataset dln` compares
+with the known coefficient; bad input is refused naming the flag; the README's
+command lines run."""
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import weightspace as ws
+from weightspace.cli import main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+TINY = ["--dataset", "digits", "--n-train", "200", "--model", "mlp", "--hidden", "16",
+        "--no-progress"]
+LLC_TINY = ["--chains", "2", "--num-draws", "20", "--burnin", "10", "--no-progress"]
+
+
+def run(argv, capsys):
+    """(exit status, stdout, stderr) of `weightspace ARGV`, in process."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tiny_posterior():
+    """The posterior the TINY flags describe, built here without the CLI."""
+    data = ws.data.load("digits", seed=0, n_train=200)
+    return ws.models.posterior(ws.models.MLP((16,), 10), data, prior_variance=0.2,
+                               temperature=1.0)
+
+
+@pytest.fixture(scope="module")
+def sgd_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "sgd"
+    argv = ["sample", *TINY, "--sampler", "sgd", "--chains", "2", "--epochs", "3",
+            "--learning-rate", "0.05", "--batch-size", "50", "--out", out]
+    code = main([str(a) for a in argv])
+    assert code == 0
+    return out, argv
+
+
+@pytest.fixture(scope="module")
+def hmc_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "hmc"
+    # Fixed step size without warmup: the HMC program compiles quickest that way.
+    code = main([str(a) for a in ["sample", *TINY, "--chains", "2", "--samples", "2",
+                                  "--warmup", "0", "--warmup-mode", "fixed",
+                                  "--step-size", "1e-3", "--trajectory-length", "3e-3",
+                                  "--no-eval", "--out", out]])
+    assert code == 0
+    return out
+
+
+def test_sample_writes_command_json_with_what_rebuilds_the_posterior(sgd_run):
+    out, _ = sgd_run
+    command = json.loads((out / "command.json").read_text())
+    assert command == {"format": 1, "dataset": "digits", "data_dir": None, "n_train": 200,
+                       "model": "mlp", "hidden": [16], "prior_variance": 0.2,
+                       "temperature": 1.0, "seed": 0, "sampler": "sgd"}
+    trace = ws.samplers.load(out)
+    assert (trace.num_chains, trace.num_draws) == (2, 1)
+
+
+def test_sgd_summary_says_why_there_is_no_rhat(sgd_run, capsys):
+    out, argv = sgd_run
+    code, stdout, _ = run(argv, capsys)  # rerun: resumes the finished run
+    assert code == 0
+    assert "2 chains x 1 draws" in stdout
+    assert "R-hat and ESS need at least 2 chains of 4 draws" in stdout
+    assert "ensemble member" in stdout and "no R-hat" in stdout
+    assert "ensemble of the 2 members on the test set: accuracy" in stdout
+    assert (out / "trace.png").stat().st_size > 0 and not (out / "rhat.png").exists()
+
+
+@pytest.mark.parametrize("sampler, flags", [
+    ("sgld", ["--samples", "2", "--warmup", "3", "--step-size", "1e-4", "--batch-size",
+              "50", "--preconditioner", "rmsprop"]),
+    ("sghmc", ["--samples", "2", "--step-size", "1e-5", "--batch-size", "50",
+               "--cycle-length", "10", "--friction", "0.5"]),
+])
+def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
+    out = tmp_path / sampler
+    code, stdout, err = run(["sample", *TINY, "--sampler", sampler, "--chains", "2",
+                             *flags, "--no-eval", "--out", out], capsys)
+    assert code == 0, err
+    assert "2 chains x 2 draws" in stdout and "divergences" in stdout
+    assert json.loads((out / "command.json").read_text())["sampler"] == sampler
+    config = json.loads((out / "config.json").read_text())
+    assert config["sampler"] == ("psgld" if sampler == "sgld" else "sghmc")
+    assert config["batch_size"] == 50
+
+
+def test_llc_run_at_the_last_draws_equals_ws_slt_llc(hmc_run, capsys):
+    code, stdout, err = run(["llc", "--run", hmc_run, *LLC_TINY], capsys)
+    assert code == 0, err
+    assert "lambda_hat" in stdout and "wrote" in stdout
+    report = json.loads((hmc_run / "llc.json").read_text())
+    assert [(r["chain"], r["draw"]) for r in report["results"]] == [(0, 1), (1, 1)]
+    assert all(np.isfinite(r["mean"]) for r in report["results"])
+    assert report["command"]["sampler"] == "hmc"
+    assert report["settings"]["num_chains"] == 2 and report["settings"]["step_size"] == 1e-4
+
+    post = tiny_posterior()
+    trace = ws.samplers.load(hmc_run, template=post.init(jax.random.key(0)))
+    params = jax.tree.map(lambda x: np.asarray(x[1, -1]), trace.positions)
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(0), 1), 1)
+    direct = ws.slt.llc(post, params, key, num_chains=2, num_draws=20, num_burnin=10,
+                        step_size=1e-4, localization=100.0, nbeta=None, batch_size=None,
+                        sampler="sgld", progress=False)
+    result = report["results"][1]
+    np.testing.assert_allclose(result["mean"], direct.mean, rtol=1e-6)
+    np.testing.assert_allclose(result["per_chain"], direct.per_chain, rtol=1e-6)
+    np.testing.assert_allclose(result["init_loss"], direct.init_loss, rtol=1e-6)
+
+
+def test_llc_run_on_an_sgd_run_estimates_at_each_members_solution(sgd_run, tmp_path,
+                                                                  capsys):
+    out, _ = sgd_run
+    target = tmp_path / "sub" / "llc.json"
+    code, stdout, err = run(["llc", "--run", out, "--draws", "0", "--batch-size", "50",
+                             "--out", target, *LLC_TINY], capsys)
+    assert code == 0, err
+    report = json.loads(target.read_text())
+    assert len(report["results"]) == 2  # one per member
+    for r in report["results"]:
+        assert r["draw"] == 0 and np.isfinite(r["mean"]) and len(r["per_chain"]) == 2
+    assert report["settings"]["batch_size"] == 50
+    assert "over 2 position(s)" in stdout
+
+
+def test_llc_dln_prints_the_theory_value_and_the_relative_error(tmp_path, capsys):
+    target = tmp_path / "dln.json"
+    code, stdout, err = run(["llc", "--dataset", "dln", "--widths", "2,3,2", "--rank", "1",
+                             "--n-train", "2000", "--num-draws", "100", "--burnin", "50",
+                             "--chains", "2", "--no-progress", "--out", target], capsys)
+    assert code == 0, err
+    theory = ws.slt.theory.dln((2, 3, 2), 1)
+    assert f"theory          {theory:.5g} (Aoyagi 2024)" in stdout
+    report = json.loads(target.read_text())
+    (result,) = report["results"]
+    assert result["theory"] == theory and np.isfinite(result["mean"])
+    assert result["relative_error"] == pytest.approx((result["mean"] - theory) / theory)
+    assert re.search(r"relative error  [+-]\d+\.\d%", stdout)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["llc"], "one of the arguments --run --dataset is required"),
+    (["llc", "--run", "x", "--dataset", "dln"], "not allowed with argument"),
+    (["llc", "--dataset", "digits"], "only dln has a known learning coefficient"),
+    (["llc", "--dataset", "dln", "--widths", "4,6,3"], "needs --widths and --rank"),
+    (["llc", "--dataset", "dln", "--widths", "4,x", "--rank", "1"], "argument --widths"),
+    (["llc", "--dataset", "dln", "--widths", "4,2,3", "--rank", "3"],
+     "--rank 3 exceeds the narrowest"),
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--step-sizes", "1e-4"],
+     "only used with --calibrate"),
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--draws", "all"],
+     "--draws all is only for --run"),
+    (["llc", "--run", "nowhere", "--widths", "4,3"], "--widths: only for --dataset dln"),
+    (["llc", "--run", "nowhere"], "--run nowhere: no such directory"),
+    (["llc", "--dataset", "dln", "--step-size", "-1"], "argument --step-size"),
+    (["sample", "--out", "x", "--epochs", "3"],
+     "--epochs 3 is not used by --sampler hmc"),
+    (["sample", "--out", "x", "--sampler", "sgld"], "--sampler sgld needs --step-size"),
+    (["sample", "--out", "x", "--sampler", "sgd", "--epochs", "2"],
+     "needs --learning-rate"),
+    (["sample", "--out", "x", "--sampler", "sgld", "--step-size", "1e-4",
+      "--samples-per-cycle", "2"], "--samples-per-cycle 2 needs --cycle-length"),
+    (["sample", "--out", "x", "--sampler", "sghmc", "--step-size", "1e-4",
+      "--cycle-length", "10", "--thin", "2"], "--thin 2 is not used with --cycle-length"),
+    (["sample", "--out", "x", "--sampler", "bogus"], "argument --sampler: invalid choice"),
+    (["sample", "--out", "x", "--hidden", "16,a"], "argument --hidden"),
+    (["sample", "--out", "x", "--batch-size", "0"], "argument --batch-size"),
+])
+def test_bad_input_is_refused_naming_the_flag(argv, message, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_llc_run_without_command_json_points_to_python(sgd_run, tmp_path, capsys):
+    out, _ = sgd_run
+    copy = tmp_path / "python-run"
+    shutil.copytree(out, copy)
+    (copy / "command.json").unlink()
+    code, _, err = run(["llc", "--run", copy], capsys)
+    assert code == 2
+    assert "no command.json" in err and "ws.slt.llc" in err
+
+
+def test_llc_run_refuses_bad_draws(sgd_run, capsys):
+    out, _ = sgd_run
+    for draws, message in (("7", "7 out of range: the run has 1 draw(s)"),
+                           ("first", "must be 'last', 'all' or comma-separated"),
+                           ("0,-2", "-2 out of range")):
+        code, _, err = run(["llc", "--run", out, "--draws", draws], capsys)
+        assert code == 2 and message in err, err
+
+
+def test_resuming_with_another_posterior_is_refused(sgd_run, capsys):
+    out, argv = sgd_run
+    before = (out / "command.json").read_text()
+    code, _, err = run([*argv, "--prior-variance", "0.5"], capsys)
+    assert code == 2
+    assert "prior_variance (--prior-variance): stored 0.2, requested 0.5" in err
+    assert (out / "command.json").read_text() == before
+
+
+def test_sample_refuses_an_out_dir_that_is_not_a_run(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run(["sample", *TINY, "--out", tmp_path], capsys)
+    assert code == 2 and "neither empty nor a run directory" in err
+    assert not (tmp_path / "command.json").exists()
+
+
+def _readme_commands():
+    """The command lines of the README section on `weightspace llc`."""
+    text = README.read_text()
+    section = text.split("## Local learning coefficients from the command line", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    return [shlex.split(line) for block in blocks for line in block.splitlines()
+            if line.startswith("weightspace ")]
+
+
+# Smaller sizes appended to the README's command lines (argparse keeps the last value).
+_SMALLER = {"sample": ["--n-train", "200", "--epochs", "2", "--chains", "2"],
+            "llc": ["--num-draws", "20", "--burnin", "10", "--chains", "2"]}
+_SMALLER_DLN = ["--n-train", "2000", "--num-draws", "50", "--burnin", "20"]
+
+
+def test_readme_commands_run_at_a_smaller_size(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands()
+    assert [c[:2] for c in commands] == [["weightspace", "sample"], ["weightspace", "llc"],
+                                         ["weightspace", "llc"]]
+    for command in commands:
+        argv = command[1:] + _SMALLER[command[1]] + ["--no-progress"]
+        if "--dataset" in argv and "dln" in argv:
+            argv += _SMALLER_DLN
+        code, stdout, err = run(argv, capsys)
+        assert code == 0, (argv, err)
+    assert "theory" in stdout and "relative error" in stdout
+    results = json.loads((tmp_path / "runs" / "digits-sgd" / "llc.json").read_text())
+    assert len(results["results"]) == 2  # one per member
+
+
+def test_command_json_is_written_before_sampling_starts(tmp_path, monkeypatch, capsys):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ws.samplers, "sgd", killed)
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        main([*map(str, ["sample", *TINY, "--sampler", "sgd", "--epochs", "1",
+                         "--learning-rate", "0.1", "--out", out])])
+    assert json.loads((out / "command.json").read_text())["sampler"] == "sgd"
+    # The run store then creates its run directory next to it.
+    from weightspace.samplers.storage import RunStore
+
+    with RunStore(out, {"sampler": "sgd"}, {"x": ((2,), "float32")}) as store:
+        assert store.num_draws == 0
+    assert (out / "config.json").is_file()
