@@ -170,7 +170,7 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
 
     def chainwise(one):
-        return driver.chainwise(one, carry, mesh)
+        return driver.chainwise(one, mesh)
 
     predict = driver.chain_predict(tgt, eval_x)
 

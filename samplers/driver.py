@@ -188,11 +188,11 @@ def chain_sharding(mesh):
     return NamedSharding(mesh, PartitionSpec("chain"))
 
 
-def chainwise(one: Callable, carry, mesh) -> Callable:
+def chainwise(one: Callable, mesh) -> Callable:
     """jit(vmap over chains) of one(tree, chain_carry, t) -> (chain_carry, stats),
-    stats a NamedTuple or dict of scalars; the carry stays sharded along the
-    mesh's "chain" axis, which also shards the chain axis of every sharding
-    constraint inside `one` (spmd_axis_name)."""
+    stats a NamedTuple or dict of scalars (or arrays); the carry stays sharded
+    along the mesh's "chain" axis, which also shards the chain axis of every
+    sharding constraint inside `one` (spmd_axis_name)."""
     spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
 
     def step(tree, c, t):
@@ -201,8 +201,8 @@ def chainwise(one: Callable, carry, mesh) -> Callable:
 
     if mesh is None:
         return jax.jit(step)
-    shard = chain_sharding(mesh)
-    return jax.jit(step, out_shardings=(jax.tree.map(lambda _: shard, carry), None))
+    # One sharding for the whole carry: a pytree prefix applies it to every leaf.
+    return jax.jit(step, out_shardings=(chain_sharding(mesh), None))
 
 
 def chain_predict(target, eval_x):

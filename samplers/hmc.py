@@ -350,7 +350,7 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
 
     def chainwise(one):
-        return driver.chainwise(one, carry, mesh)
+        return driver.chainwise(one, mesh)
 
     predict = driver.chain_predict(tgt, eval_x)
 

@@ -281,7 +281,7 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
 
     def chainwise(one):
-        return driver.chainwise(one, carry, mesh)
+        return driver.chainwise(one, mesh)
 
     predict = driver.chain_predict(tgt, eval_x)
 

@@ -26,7 +26,6 @@ import os
 from typing import Any
 
 import numpy as np
-
 from weightspace.slt.llc import llc
 
 # Estimates within this fraction of the next smaller step size's count as agreeing.
@@ -46,8 +45,8 @@ class Calibration:
     figure: Any
 
     def __str__(self) -> str:
-        lines = ["step size   nbeta      localization  lambda_hat  std     acceptance  "
-                 "stable  flags"]
+        lines = [("step size   nbeta      localization  lambda_hat  std     acceptance  "
+                  "stable  flags")]
         for r in self.rows:
             lines.append(f"{r['step_size']:<11.3g} {r['nbeta']:<10.4g} "
                          f"{r['localization']:<13.4g} {r['mean']:<11.4g} {r['std']:<7.3g} "

@@ -29,7 +29,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from weightspace.slt import theory
 
 
@@ -82,10 +81,10 @@ def dln_problem(widths, rank: int, *, num_train: int = 20000, seed: int = 0,
     whose chains fall below L_n(w*)).
     """
     import optax
+    from weightspace.samplers import validation
 
     from weightspace import data as data_lib
     from weightspace import models
-    from weightspace.samplers import validation
 
     steps = validation.int_at_least("steps", steps, 0)
     if not learning_rate > 0:

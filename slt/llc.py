@@ -24,6 +24,7 @@ minibatch SGLD, an unbiased estimate); L_n(w*) is always the full-data loss.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from typing import Any
@@ -83,8 +84,8 @@ class LLCEstimate:
 
 
 def _resolve(target, data, mesh):
-    """(tree, loss_of(tree) -> loss(params, batch), rows_of(tree), full_loss_of(tree)
-    -> L_n(params), n, mesh) for a Posterior or a callable loss(params, batch)."""
+    """(tree, n, mesh): tree is the Posterior itself or, for a callable loss, its
+    training rows (the array argument of the compiled steps)."""
     from weightspace.samplers import target as target_lib
 
     if target_lib.is_posterior(target):
@@ -94,15 +95,12 @@ def _resolve(target, data, mesh):
         if mesh is not None and mesh != target.mesh:
             raise ValueError(f"mesh={mesh} differs from the posterior's mesh {target.mesh}; "
                              f"build the posterior with ws.models.posterior(..., mesh=mesh)")
-        return (target, lambda post: post.loss, lambda post: (post.x, post.y),
-                lambda post: (lambda params: post.loss(params)), int(target.num_data),
-                target.mesh)
+        return target, int(target.num_data), target.mesh
     if not callable(target):
         raise TypeError(f"target must be a Posterior (ws.models.posterior) or a callable "
                         f"loss(params, batch) -> mean loss; got {type(target).__name__}")
     data, n = target_lib.training_rows(data)
-    return (data, lambda _: target, lambda rows: rows,
-            lambda rows: (lambda params: target(params, rows)), n, mesh)
+    return data, n, mesh
 
 
 def _mask_tree(mask, params_star):
@@ -164,11 +162,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         a Posterior brings its own. Chains are spread along "chain" (num_chains
         must be a multiple of its size), minibatches along "data".
     """
-    import importlib
-
     from tqdm.auto import tqdm
-
-    from weightspace.samplers import driver, minibatch, sgmcmc, validation
+    from weightspace.samplers import driver, validation
 
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}")
@@ -178,7 +173,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     step_size = _check_number("step_size", step_size)
     gamma = _check_number("localization", localization, positive=False)
     key = validation.prng_key("key", key)
-    tree, loss_of, rows_of, full_loss_of, n, mesh = _resolve(target, data, mesh)
+    tree, n, mesh = _resolve(target, data, mesh)
+    is_posterior = tree is target
     validation.chains_fit_mesh(num_chains, mesh)
     if nbeta is None:
         if n < 2:
@@ -202,106 +198,23 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         raise ValueError("params_star holds NaN or inf")
     moves = _mask_tree(mask, params_star)
 
-    init_loss = float(jax.jit(lambda tree, w: full_loss_of(tree)(w))(tree, params_star))
+    block = min(num_burnin + num_draws, 100)
+    program = _Program(sampler, None if is_posterior else target, n, batch_size,
+                       bool(mala_acceptance), moves is not None, block, mesh)
+    init_state, run_block, full_loss = _compiled(program)
+    hyper = {"step_size": jnp.float32(step_size), "nbeta": jnp.float32(nbeta),
+             "gamma": jnp.float32(gamma)}
+    args = (tree, params_star, moves, hyper)
+    init_loss = float(full_loss(args))
     if not math.isfinite(init_loss):
         raise ValueError(f"the loss at params_star is {init_loss}: not finite")
-
-    def restrict(new, old):
-        if moves is None:
-            return new
-        return jax.tree.map(lambda m, a, b: jnp.where(m, a, b), moves, new, old)
-
-    # w* travels with the data as an argument of the jitted blocks (`args` =
-    # (tree, w*)), not as a constant baked into the compiled program.
-    def logdensity(w, batch, args):
-        tree, star = args
-        return -nbeta * loss_of(tree)(w, batch) - 0.5 * gamma * _distance2(w, star)
-
-    def batch_at(args, batch_key, t):
-        tree = args[0]
-        rows = rows_of(tree)
-        if batch_size is None:
-            return rows if not hasattr(tree, "mask") else (*rows, tree.mask)
-        return minibatch.take(rows, minibatch.batch_indices(batch_key, t, n, batch_size), mesh)
-
     total = num_burnin + num_draws
-    block = min(total, 100)
-
-    if sampler == "mala":
-        hmc = importlib.import_module("weightspace.samplers.hmc")
-
-        # With a mask, MALA runs on u with the chain at restrict(u, w*): the
-        # fixed coordinates of u have no gradient, so one leapfrog step leaves
-        # their momentum, hence their kinetic energy, unchanged, and the
-        # acceptance is exactly that of the moving coordinates.
-        def chain_block(args, state, keys, t0):
-            keys = jax.random.wrap_key_data(keys)
-            fn = lambda u: logdensity(restrict(u, args[1]), batch_at(args, None, 0), args)
-            kernel = hmc.build_kernel(fn)
-
-            def body(s, t):
-                new, info = kernel(jax.random.fold_in(keys[0], t), s, math.sqrt(step_size),
-                                   1, None, True)
-                d2 = _distance2(restrict(new.position, args[1]), args[1])
-                loss = -(new.logdensity + 0.5 * gamma * d2) / nbeta
-                return new, (loss, info.accept_prob, info.is_divergent)
-            return jax.lax.scan(body, state, t0 + jnp.arange(block))
-
-        def init_state(args):
-            return hmc.init(args[1], lambda w: logdensity(w, batch_at(args, None, 0), args))
-    else:
-        preconditioned = sampler == "rmsprop_sgld"
-
-        # Each step needs (value, grad) at the current position. With full-batch
-        # gradients those are the previous step's values at the new position,
-        # which the acceptance diagnostic computes anyway: the chain carries them
-        # and a step costs one gradient. With minibatches the acceptance is on
-        # the step's own batch, one more gradient per step.
-        full_batch = batch_size is None
-
-        def chain_block(args, carry, keys, t0):
-            noise_key, batch_key = jax.random.wrap_key_data(keys)
-            est = lambda w, b: logdensity(w, b, args)
-            kernel = sgmcmc.build_sgld_kernel(est, num_data=n, preconditioned=preconditioned)
-            value_and_grad = jax.value_and_grad(est)
-
-            def body(c, t):
-                s, cached = c
-                batch = batch_at(args, batch_key, t)
-                value, grad = cached if full_batch else value_and_grad(s.position, batch)
-                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, step_size,
-                                   True, value_grad=(value, grad))
-                new = new._replace(position=restrict(new.position, s.position))
-                loss = -(value + 0.5 * gamma * _distance2(s.position, args[1])) / nbeta
-                accept = jnp.float32(jnp.nan)
-                if full_batch or mala_acceptance:
-                    new_value, new_grad = value_and_grad(new.position, batch)
-                    if mala_acceptance:
-                        accept = _proposal_acceptance((value, grad), (new_value, new_grad),
-                                                      s, new, step_size, moves)
-                    cached = (new_value, new_grad) if full_batch else cached
-                return (new, cached), (loss, accept, info.is_divergent)
-            return jax.lax.scan(body, carry, t0 + jnp.arange(block))
-
-        def init_state(args):
-            state = sgmcmc.sgld_init(args[1], preconditioned)
-            if not full_batch:
-                return state, None
-            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
-            return state, jax.value_and_grad(est)(args[1])
-
-    def one(args, carry, t0):
-        keys, state = carry
-        state, stats = chain_block(args, state, keys, t0)
-        return (keys, state), stats
-
-    args = (tree, params_star)
     keys = jax.random.key_data(jax.random.split(key, (num_chains, 2)))
-    state = jax.jit(jax.vmap(init_state, axis_size=num_chains, in_axes=None))(args)
+    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))),
+                         init_state(args))
     carry = (keys, state)
     if mesh is not None:
         carry = jax.device_put(carry, driver.chain_sharding(mesh))
-    run_block = driver.chainwise(one, carry, mesh)
     losses, accepts, divergent = [], [], []
     with tqdm(total=total, desc=f"llc ({sampler})", disable=not progress, unit="step",
               dynamic_ncols=True) as bar:
@@ -327,9 +240,150 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
                  else ~(acceptance >= MIN_ACCEPTANCE))
     below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
     state = carry[1] if sampler == "mala" else carry[1][0]
-    last = jax.tree.map(np.asarray, restrict(state.position, params_star))
+    last = jax.tree.map(np.asarray, _restrict(moves, state.position, params_star))
     return LLCEstimate(mean, std, per_chain, loss, init_loss, float(nbeta), acceptance,
                        diverged, below, unhealthy & ~diverged, last)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Program:
+    """What the compiled steps depend on besides their array arguments
+    (tree, w*, mask, step size / nbeta / localization): equal programs share
+    their compiled code, so calibrate's grid and llc at many w* compile once.
+    loss: the callable loss(params, batch), or None for a Posterior's."""
+
+    sampler: str
+    loss: Any
+    num_data: int
+    batch_size: int | None
+    mala_acceptance: bool
+    masked: bool
+    block: int
+    mesh: Any
+
+
+def _restrict(moves, new, old):
+    """new where `moves`, old elsewhere (new when there is no mask)."""
+    if moves is None:
+        return new
+    return jax.tree.map(lambda m, a, b: jnp.where(m, a, b), moves, new, old)
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(program: _Program):
+    """(init(args) -> one chain's state, run_block(args, carry, t0) -> (carry,
+    (loss, acceptance, divergent), each (chain, block)), full_loss(args) ->
+    L_n(w*)), args = (tree, w*, moves, hyper)."""
+    import importlib
+
+    from weightspace.samplers import driver, minibatch, sgmcmc
+
+    # ws.samplers.hmc is the sampler function; the kernel is in the module.
+    hmc = importlib.import_module("weightspace.samplers.hmc")
+
+    p = program
+    full_batch = p.batch_size is None
+
+    def loss_fn(tree):
+        return tree.loss if p.loss is None else p.loss
+
+    def rows(tree):
+        if p.loss is not None:
+            return tree
+        return (tree.x, tree.y, tree.mask) if full_batch else (tree.x, tree.y)
+
+    def full_loss(args):
+        tree, star = args[0], args[1]
+        return tree.loss(star) if p.loss is None else p.loss(star, tree)
+
+    # w*, the mask and the hyperparameters are arguments of the compiled program,
+    # not constants baked into it.
+    def logdensity(w, batch, args):
+        tree, star, _, hyper = args
+        return (-hyper["nbeta"] * loss_fn(tree)(w, batch)
+                - 0.5 * hyper["gamma"] * _distance2(w, star))
+
+    def batch_at(args, batch_key, t):
+        if full_batch:
+            return rows(args[0])
+        idx = minibatch.batch_indices(batch_key, t, p.num_data, p.batch_size)
+        return minibatch.take(rows(args[0]), idx, p.mesh)
+
+    def loss_at(value, position, args):
+        """The loss from the log density at a position: value = -nbeta L - gamma/2 d^2."""
+        hyper = args[3]
+        return -(value + 0.5 * hyper["gamma"] * _distance2(position, args[1])) / hyper["nbeta"]
+
+    if p.sampler == "mala":
+        # With a mask, MALA runs on u with the chain at restrict(u, w*): the
+        # fixed coordinates of u have no gradient, so one leapfrog step leaves
+        # their momentum, hence their kinetic energy, unchanged, and the
+        # acceptance is exactly that of the moving coordinates.
+        def density(args):
+            return lambda u: logdensity(_restrict(args[2], u, args[1]),
+                                        batch_at(args, None, 0), args)
+
+        def chain_block(args, state, keys, t0):
+            keys = jax.random.wrap_key_data(keys)
+            kernel = hmc.build_kernel(density(args))
+            leapfrog = jnp.sqrt(args[3]["step_size"])
+
+            def body(s, t):
+                new, info = kernel(jax.random.fold_in(keys[0], t), s, leapfrog, 1, None, True)
+                position = _restrict(args[2], new.position, args[1])
+                return new, (loss_at(new.logdensity, position, args), info.accept_prob,
+                             info.is_divergent)
+            return jax.lax.scan(body, state, t0 + jnp.arange(p.block))
+
+        def init(args):
+            return hmc.init(args[1], density(args))
+    else:
+        preconditioned = p.sampler == "rmsprop_sgld"
+
+        # Each step needs (value, grad) at the current position. With full-batch
+        # gradients those are the previous step's values at the new position,
+        # which the acceptance diagnostic computes anyway: the chain carries them
+        # and a step costs one gradient. With minibatches the acceptance is on
+        # the step's own batch, one more gradient per step.
+        def chain_block(args, carry, keys, t0):
+            noise_key, batch_key = jax.random.wrap_key_data(keys)
+            est = lambda w, b: logdensity(w, b, args)
+            kernel = sgmcmc.build_sgld_kernel(est, num_data=p.num_data,
+                                              preconditioned=preconditioned)
+            value_and_grad = jax.value_and_grad(est)
+            eps = args[3]["step_size"]
+
+            def body(c, t):
+                s, cached = c
+                batch = batch_at(args, batch_key, t)
+                value, grad = cached if full_batch else value_and_grad(s.position, batch)
+                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, eps, True,
+                                   value_grad=(value, grad))
+                new = new._replace(position=_restrict(args[2], new.position, s.position))
+                accept = jnp.float32(jnp.nan)
+                if full_batch or p.mala_acceptance:
+                    new_vg = value_and_grad(new.position, batch)
+                    if p.mala_acceptance:
+                        accept = _proposal_acceptance((value, grad), new_vg, s, new, eps,
+                                                      args[2])
+                    cached = new_vg if full_batch else cached
+                return (new, cached), (loss_at(value, s.position, args), accept,
+                                       info.is_divergent)
+            return jax.lax.scan(body, carry, t0 + jnp.arange(p.block))
+
+        def init(args):
+            state = sgmcmc.sgld_init(args[1], preconditioned)
+            if not full_batch:
+                return state, None
+            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
+            return state, jax.value_and_grad(est)(args[1])
+
+    def one(args, carry, t0):
+        keys, state = carry
+        state, stats = chain_block(args, state, keys, t0)
+        return (keys, state), stats
+
+    return jax.jit(init), driver.chainwise(one, p.mesh), jax.jit(full_loss)
 
 
 def _distance2(a, b):

@@ -24,7 +24,7 @@ def problem(request):
 def test_the_moment_loss_is_the_posterior_loss(problem):
     rng = np.random.default_rng(0)
     for scale in (0.0, 0.01, 0.3):
-        w = jax.tree.map(lambda a: a + scale * rng.normal(size=a.shape).astype(np.float32),
+        w = jax.tree.map(lambda a, s=scale: a + s * rng.normal(size=a.shape).astype(np.float32),
                          problem.params_star)
         assert float(problem.moment_loss(w, problem.moments)) == pytest.approx(
             float(problem.posterior.loss(w)), rel=1e-5)
@@ -40,7 +40,8 @@ def test_llc_at_the_calibrated_step_size_is_within_15_percent_of_theory(problem)
                            num_draws=4000, num_burnin=2000, progress=False)
     [((nbeta, localization), eps)] = cal.suggested.items()
     assert eps is not None, str(cal)
-    kw = dict(data=problem.moments, nbeta=nbeta, localization=localization, progress=False)
+    kw = {"data": problem.moments, "nbeta": nbeta, "localization": localization,
+          "progress": False}
     # Long chains: the degenerate directions of deeper networks mix slowly (quarter
     # means of 1,000-draw chains swung by 20% on the 4-layer shape).
     est = ws.slt.llc(problem.moment_loss, problem.params_star, jax.random.key(1),
