@@ -9,6 +9,9 @@
   run each member's solution) or on a deep linear network whose coefficient is
   known (`--dataset dln --widths ... --rank ...`, optionally calibrating the
   step size first).
+- `mixing`: R-hat of the weights (raw and permutation-aligned) and of the
+  predictions against chain length for a run (`--run RUN_DIR`), with
+  mixing.png and mixing.json (ws.experiments.mixing).
 - `datasets`: the dataset names (and one dataset's shapes).
 - `info`: library versions and the devices JAX sees.
 """
@@ -781,6 +784,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_sample_parser(sub)
     _add_llc_parser(sub)
+    from weightspace.experiments.mixing import add_parser as add_mixing_parser
+
+    add_mixing_parser(sub)
     p = sub.add_parser("datasets", help="list the datasets (and load one with NAME)")
     p.add_argument("name", nargs="?", help="load this dataset and print its shapes")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
