@@ -37,6 +37,7 @@ from matplotlib.lines import Line2D
 
 from weightspace.diagnostics.align import align_permutations
 from weightspace.diagnostics.rhat import METHODS, rhat, rhat_summary
+from weightspace.samplers.validation import int_at_least as _int_at_least
 
 SPACES = ("weights", "weights (aligned)", "predictions")
 # Split R-hat halves every chain; rank R-hat needs at least 2 draws per half.
@@ -84,14 +85,6 @@ def check_lengths(lengths, num_draws: int, name: str = "lengths") -> tuple[int, 
         raise ValueError(f"{name} must be {allowed}; got {name}={list(map(int, values))!r} "
                          f"with {', '.join(map(str, bad))} out of range")
     return tuple(sorted({int(n) for n in values}))
-
-
-def _int_at_least(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}; got {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}; got {name}={value!r}")
-    return int(value)
 
 
 # ------------------------------------------------------------------ result
