@@ -1,2 +1,24 @@
-"""Studies composed from the library (HMC against SGD, ensembles, SGLD, MFVI);
-presets and reports arrive with the experiments issue."""
+"""Studies composed from the library.
+
+- `compare(preset, out)`: HMC against SGD, a deep ensemble, SGLD, cyclical
+  SGHMC and mean-field VI on one posterior, with R-hat in weight and function
+  space and local learning coefficients (`weightspace compare`).
+- `presets`: the typed settings of those runs (`PRESETS`: quick, paper-cifar10,
+  paper-imdb, paper-mnist; `presets.smoke`, `presets.override`).
+- `mixing(trace, network)`: R-hat of raw and aligned weights and of predictions
+  against chain length (`weightspace mixing`).
+- `llc_vs_generalization(out)`: the LLCs of a comparison against test NLL and
+  the generalization gap (`weightspace llc-vs-generalization`).
+"""
+
+from weightspace.experiments import presets
+from weightspace.experiments.compare import compare
+from weightspace.experiments.generalization import (
+           LLCGeneralization,
+           llc_vs_generalization,
+)
+from weightspace.experiments.mixing import MixingResult, mixing, plot_mixing
+from weightspace.experiments.presets import PRESETS, Preset
+
+__all__ = ["PRESETS", "LLCGeneralization", "MixingResult", "Preset", "compare",
+           "llc_vs_generalization", "mixing", "plot_mixing", "presets"]

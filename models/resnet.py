@@ -15,13 +15,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from flax import nnx
-
 from weightspace.models.activations import ACTIVATIONS, check_activation
 from weightspace.models.network import check_input_shape, positive_int
 
 # He-normal with a truncated normal, as in the bnn_hmc ResNets of Izmailov et al. 2021.
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-_BLOCKS_PER_STAGE = 3  # depth 20 = 1 stem + 3 stages * 3 blocks * 2 convs + 1 dense
+BLOCKS_PER_STAGE = 3  # depth 20 = 1 stem + 3 stages * 3 blocks * 2 convs + 1 dense
 _STAGES = 3
 
 
@@ -115,6 +114,7 @@ class ResNet20FRNModule(nnx.Module):
         num_outputs: int,
         width: int,
         activation: str,
+        blocks_per_stage: int = BLOCKS_PER_STAGE,
         *,
         rngs: nnx.Rngs,
     ):
@@ -124,7 +124,7 @@ class ResNet20FRNModule(nnx.Module):
         blocks, features = [], width
         for stage in range(_STAGES):
             out_features = width * 2**stage
-            for i in range(_BLOCKS_PER_STAGE):
+            for i in range(blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(
                     ResidualBlock(features, out_features, stride, activation, rngs=rngs)
@@ -151,17 +151,24 @@ class ResNet20FRN:
 
     width: filters of the first stage; the stages use width, 2*width, 4*width.
     activation: one of "relu", "tanh", "swish", "gelu"; the paper uses swish.
+    blocks_per_stage: residual blocks in each stage; 3 is ResNet-20 (depth
+        6 * blocks_per_stage + 2), the paper's network. Fewer give a shallower
+        network of the same design (ResNet-8 with 1), which compiles faster:
+        the paper presets use it under --smoke.
     """
 
     num_outputs: int = 10
     width: int = 16
     activation: str = "swish"
+    blocks_per_stage: int = BLOCKS_PER_STAGE
 
     def __post_init__(self):
         object.__setattr__(
             self, "num_outputs", positive_int("num_outputs", self.num_outputs)
         )
         object.__setattr__(self, "width", positive_int("width", self.width))
+        object.__setattr__(self, "blocks_per_stage",
+                           positive_int("blocks_per_stage", self.blocks_per_stage))
         check_activation(self.activation)
 
     def build(
@@ -174,6 +181,7 @@ class ResNet20FRN:
             self.num_outputs,
             self.width,
             self.activation,
+            self.blocks_per_stage,
             rngs=rngs,
         )
 
@@ -189,8 +197,8 @@ class ResNet20FRN:
 
         stream = {0: writes("stem")}
         spec = {}
-        for b in range(_STAGES * _BLOCKS_PER_STAGE):
-            stage, i = divmod(b, _BLOCKS_PER_STAGE)
+        for b in range(_STAGES * self.blocks_per_stage):
+            stage, i = divmod(b, self.blocks_per_stage)
             reads = stage - 1 if stage > 0 and i == 0 else stage
             stream[reads].append((f"blocks.{b}.conv1.conv.kernel", 2))
             if reads != stage:  # the first block of a later stage has a 1x1 shortcut

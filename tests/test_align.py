@@ -14,6 +14,8 @@ NETWORKS = {
     "deep_linear": (ws.models.DeepLinear((4, 6, 5, 3)), (4,), "float"),
     "lenet5": (ws.models.LeNet5(3), (16, 16, 2), "float"),
     "resnet20frn": (ws.models.ResNet20FRN(3, width=4), (8, 8, 3), "float"),
+    "resnet8frn": (ws.models.ResNet20FRN(3, width=4, blocks_per_stage=1), (8, 8, 3),
+                   "float"),
     "cnn_lstm": (ws.models.CNNLSTM(vocab_size=30, num_outputs=2, embedding_dim=6,
                                    num_filters=5, kernel_size=3, pool_size=2,
                                    hidden_size=4), (12,), "tokens"),

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-
 from weightspace.models.cnn_lstm import CNNLSTM
 from weightspace.models.deep_linear import DeepLinear
 from weightspace.models.lenet import LeNet5
@@ -58,6 +57,17 @@ def test_parameter_count_matches_the_paper(name):
     assert count == expected
     # Nothing but parameters: the output is a function of (params, x) alone.
     assert jax.tree.leaves(rest) == []
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 3])
+def test_resnet_blocks_per_stage_sets_the_depth(blocks):
+    module = ResNet20FRN(width=4, blocks_per_stage=blocks).build((32, 32, 3),
+                                                                 rngs=nnx.Rngs(0))
+    stack = nnx.to_pure_dict(nnx.state(module, nnx.Param))["blocks"]
+    assert len(stack) == 3 * blocks   # depth 6 * blocks + 2 (20 for the paper's 3)
+    # the first block of stages 2 and 3 halves the resolution through a shortcut
+    assert [b for b, block in stack.items() if "shortcut" in block] == [blocks, 2 * blocks]
+    assert module(jnp.zeros((2, 32, 32, 3))).shape == (2, 10)
 
 
 def test_cnn_lstm_embedding_holds_most_parameters():
@@ -184,6 +194,7 @@ BAD_ARGUMENTS = [
     (lambda: MLP((8,), 2, "elu"), ValueError, ["activation", "elu", "relu", "swish"]),
     (lambda: LeNet5(-3), ValueError, ["num_outputs", "-3"]),
     (lambda: ResNet20FRN(width=0), ValueError, ["width", "0"]),
+    (lambda: ResNet20FRN(blocks_per_stage=0), ValueError, ["blocks_per_stage", "0"]),
     (lambda: ResNet20FRN(activation="elu"), ValueError, ["activation", "elu", "gelu"]),
     (lambda: ResNet20FRN(num_outputs=10.0), TypeError, ["num_outputs", "10.0"]),
     (lambda: CNNLSTM(kernel_size=0), ValueError, ["kernel_size", "0"]),

@@ -1,5 +1,10 @@
 """The `weightspace` command:
 
+- `compare`: the main job. HMC, SGD, a deep ensemble, SGLD, cyclical SGHMC and
+  mean-field VI on one posterior (a preset: `quick`, or Izmailov et al. 2021's
+  `paper-*` settings), with R-hat in weight and function space, predictive
+  metrics and local learning coefficients, into an output directory
+  (ws.experiments.compare).
 - `sample`: HMC (default), SGLD, SGHMC or SGD (an ensemble, one member per
   chain) on a dataset and network, into a run directory, then its diagnostics
   and figures. The run directory also gets `command.json`, what rebuilds the
@@ -12,6 +17,9 @@
 - `mixing`: R-hat of the weights (raw and permutation-aligned) and of the
   predictions against chain length for a run (`--run RUN_DIR`), with
   mixing.png and mixing.json (ws.experiments.mixing).
+- `llc-vs-generalization`: the LLCs `compare` estimated (SGD solution, ensemble
+  members, HMC draws) against their test NLL and generalization gap, with a
+  figure and a table (ws.experiments.llc_vs_generalization).
 - `datasets`: the dataset names (and one dataset's shapes).
 - `info`: library versions and the devices JAX sees.
 """
@@ -782,11 +790,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "weight- and function-space diagnostics, local learning coefficients.")
     parser.add_argument("--version", action="version", version=f"weightspace {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_sample_parser(sub)
-    _add_llc_parser(sub)
+    # The package exports functions named like these modules: import the parsers.
+    from weightspace.experiments.compare import add_parser as add_compare_parser
+    from weightspace.experiments.generalization import (
+        add_parser as add_generalization_parser,
+    )
     from weightspace.experiments.mixing import add_parser as add_mixing_parser
 
+    add_compare_parser(sub)
+    _add_sample_parser(sub)
+    _add_llc_parser(sub)
     add_mixing_parser(sub)
+    add_generalization_parser(sub)
     p = sub.add_parser("datasets", help="list the datasets (and load one with NAME)")
     p.add_argument("name", nargs="?", help="load this dataset and print its shapes")
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
