@@ -30,9 +30,10 @@ from weightspace.experiments.compare import (
     METHODS,
     _fmt,
     _is_writer,
-    _jsonable,
     _write_json,
 )
+
+from weightspace.cli import _jsonable
 
 FORMAT = 1
 # A correlation of fewer points is not reported (and below 3 it is +-1 or undefined).

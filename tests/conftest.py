@@ -5,9 +5,10 @@ import os
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 
-import jax  # noqa: E402  (the device count must be set before JAX starts)
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+# The device count must be set before JAX starts.
+import jax
+import numpy as np
+import pytest
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +26,19 @@ def cifar_shaped(n, seed=0, num_classes=10):
     x = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, num_classes, size=n).astype(np.int32)
     return Dataset("cifar_shaped", x, y, x[:4], y[:4], num_classes)
+
+
+def run_command(argv, capsys):
+    """(exit status, stdout, stderr) of `weightspace ARGV`, in process, through
+    weightspace.cli.main (argparse's own errors exit with status 2)."""
+    from weightspace.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def one_device_mesh():

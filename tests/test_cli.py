@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from conftest import run_command as run
 
 import weightspace as ws
 from weightspace.cli import main
@@ -21,16 +22,6 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TINY = ["--dataset", "digits", "--n-train", "200", "--model", "mlp", "--hidden", "16",
         "--no-progress"]
 LLC_TINY = ["--chains", "2", "--num-draws", "20", "--burnin", "10", "--no-progress"]
-
-
-def run(argv, capsys):
-    """(exit status, stdout, stderr) of `weightspace ARGV`, in process."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def tiny_posterior():

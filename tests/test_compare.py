@@ -7,22 +7,19 @@ Izmailov et al. 2021's settings and each paper preset runs end to end under
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import jax
 import pytest
 import tensorflow_datasets as tfds
-from conftest import one_device_mesh
+from conftest import one_device_mesh, run_command
 from weightspace.experiments import presets
-from weightspace.experiments.compare import STAGES, add_parser
+from weightspace.experiments.compare import STAGES
 
 import weightspace as ws
-from weightspace.cli import CommandError
 from weightspace.cli import main as weightspace_main
 
 METHODS = ("hmc", "sgd", "deep_ensemble", "sgld", "csghmc", "mfvi")
@@ -35,21 +32,8 @@ def finite(x) -> bool:
 
 
 def cli(argv, capsys):
-    """(exit status, stdout, stderr) of `weightspace compare ...` through the
-    parser `add_parser` registers, handled as weightspace.cli.main does."""
-    parser = argparse.ArgumentParser(prog="weightspace")
-    sub = parser.add_subparsers(dest="command")
-    add_parser(sub)
-    try:
-        args = parser.parse_args(["compare", *map(str, argv)])
-        code = args.func(args)
-    except SystemExit as exc:
-        code = exc.code
-    except CommandError as err:
-        print(f"weightspace compare: error: {err}", file=sys.stderr)
-        code = err.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """(exit status, stdout, stderr) of `weightspace compare ARGV`."""
+    return run_command(["compare", *argv], capsys)
 
 
 def forbid(monkeypatch, *names):

@@ -7,25 +7,21 @@ command prints the table; bad input is refused naming the argument."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import run_command
 from scipy import stats
 from weightspace.experiments.generalization import (
     FIGURE,
     JSON,
     GeneralizationError,
     LLCGeneralization,
-    add_parser,
     llc_vs_generalization,
 )
-
-from weightspace.cli import CommandError
 
 
 def position(method, chain, llc, train_nll, test_nll, *, draw=0, llc_std=0.5,
@@ -204,20 +200,8 @@ def test_a_null_llc_entry_points_to_the_llc_stage_status():
 
 
 def cli(argv, capsys):
-    """(exit status, stdout, stderr) of `weightspace llc-vs-generalization ...`
-    through the parser `add_parser` registers, handled as weightspace.cli.main does."""
-    parser = argparse.ArgumentParser(prog="weightspace")
-    add_parser(parser.add_subparsers(dest="command"))
-    try:
-        args = parser.parse_args(["llc-vs-generalization", *map(str, argv)])
-        code = args.func(args)
-    except SystemExit as exc:
-        code = exc.code
-    except CommandError as err:
-        print(f"weightspace llc-vs-generalization: error: {err}", file=sys.stderr)
-        code = err.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """(exit status, stdout, stderr) of `weightspace llc-vs-generalization ARGV`."""
+    return run_command(["llc-vs-generalization", *argv], capsys)
 
 
 def test_the_command_prints_the_table_and_correlations(tmp_path, capsys):

@@ -5,21 +5,24 @@ basins; i.i.d. chains look mixed everywhere; the length grid is log-spaced from
 4 to all draws and the longest length reproduces `ws.diagnostics.rhat`; the
 command writes its files from a run of `weightspace sample`; bad input is named."""
 
-import argparse
 import json
 import re
 import shutil
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import run_command
+from weightspace.experiments.mixing import (
+    MixingResult,
+    length_grid,
+    mixing,
+    plot_mixing,
+)
+from weightspace.samplers.trace import Trace
 
 import weightspace as ws
-from weightspace.cli import CommandError, build_parser, main
-from weightspace.experiments.mixing import (
-    MixingResult, add_parser, length_grid, mixing, plot_mixing)
-from weightspace.samplers.trace import Trace
+from weightspace.cli import main
 
 NETWORK = ws.models.MLP((8,), 3)
 NUM_DRAWS, NOISE = 100, 0.05
@@ -230,31 +233,9 @@ def test_bad_input_is_named(iid):
 
 # ------------------------------------------------------------------ command line
 
-def _mixing_parser() -> argparse.ArgumentParser:
-    """The `weightspace` parser once weightspace.cli registers `mixing` (through
-    add_parser); until then one holding only `mixing`, registered the same way."""
-    parser = build_parser()
-    if any(isinstance(a, argparse._SubParsersAction) and "mixing" in a.choices
-           for a in parser._actions):
-        return parser
-    parser = argparse.ArgumentParser(prog="weightspace")
-    add_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def _mixing_command(argv, capsys):
-    """(exit status, stdout, stderr) of `weightspace mixing ARGV`, in process, with
-    the error handling of weightspace.cli.main."""
-    try:
-        args = _mixing_parser().parse_args(["mixing", *map(str, argv)])
-        code = args.func(args)
-    except CommandError as err:
-        print(f"weightspace mixing: error: {err}", file=sys.stderr)
-        code = err.code
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """(exit status, stdout, stderr) of `weightspace mixing ARGV`."""
+    return run_command(["mixing", *argv], capsys)
 
 
 @pytest.fixture(scope="module")
