@@ -23,8 +23,9 @@ import numpy as np
 from matplotlib import colors, ticker
 from matplotlib.figure import Figure
 
+from weightspace.checks import int_at_least, positive_int
 from weightspace.diagnostics.predictive import (
-    _finite, _float_array, _is_real, _positive_int, ece, reliability_bins)
+    _finite, _float_array, _is_real, ece, reliability_bins)
 from weightspace.leaf_names import leaf_name
 
 DPI = 120
@@ -133,7 +134,7 @@ def plot_rhat(weight_rhat: Any, function_rhat: Any, *, aligned_rhat: Any = None,
     path: if given, the figure is written there as a PNG.
     """
     path, title = _path(path), _title(title)
-    bins = _positive_int("bins", bins)
+    bins = positive_int("bins", bins)
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
         raise TypeError(f"threshold must be a finite number > 0, got threshold={threshold!r}")
     if not math.isfinite(threshold) or threshold <= 0:
@@ -201,14 +202,11 @@ def _chosen_weights(weights, names: list[str], sizes: list[int],
                     seed) -> list[tuple[int, int]]:
     """(leaf number, flat index) of each weight to plot."""
     if isinstance(weights, numbers.Integral) and not isinstance(weights, bool):
-        k = _positive_int("weights", weights)
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-            raise TypeError(f"seed must be an int >= 0, got seed={seed!r}")
-        if seed < 0:
-            raise ValueError(f"seed={seed!r} is not allowed: it must be >= 0")
+        k = positive_int("weights", weights)
+        seed = int_at_least("seed", seed, 0)
         total = sum(sizes)
-        picks = np.sort(np.random.default_rng(int(seed)).choice(total, min(k, total),
-                                                                  replace=False))
+        picks = np.sort(np.random.default_rng(seed).choice(total, min(k, total),
+                                                             replace=False))
         starts = np.cumsum([0] + sizes[:-1])
         leaf_of = np.searchsorted(starts, picks, side="right") - 1
         return [(int(leaf), int(pick - starts[leaf])) for leaf, pick in zip(leaf_of, picks)]

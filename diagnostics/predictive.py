@@ -12,11 +12,12 @@ naming it, the value or shape received and what is allowed.
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax.numpy as jnp
 import numpy as np
 from jax import dtypes
+
+from weightspace.checks import positive_int
 
 # Probabilities are clipped at this floor before taking logs so that a class
 # given probability 0 costs -log(1e-12) ~ 27.6 nats instead of inf.
@@ -109,14 +110,6 @@ def _same_shape(names: tuple[str, ...], arrays: tuple[np.ndarray, ...]) -> None:
                          f"{shapes[0]}")
 
 
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= 1, got {name}={value!r}")
-    if value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed: it must be >= 1")
-    return int(value)
-
-
 # ---------------------------------------------------------------------------
 # classification
 
@@ -167,7 +160,7 @@ def reliability_bins(probs, labels, num_bins: int = 15) -> dict[str, np.ndarray]
     "sum_confidence": (num_bins,) sums of correctness and of max probability,
     "accuracy", "confidence": their means, NaN for an empty bin}.
     """
-    num_bins = _positive_int("num_bins", num_bins)
+    num_bins = positive_int("num_bins", num_bins)
     p, y = _classification(probs, labels)
     conf = p.max(axis=1)
     correct = (np.argmax(p, axis=1) == y).astype(np.float64)
@@ -318,7 +311,7 @@ def ensemble_predictive(trace_or_predictions, draws_per_chunk: int | None = None
         per_draw = 8 * max(1, math.prod(item))
         draws_per_chunk = max(1, min(num_draws, CHUNK_BYTES // per_draw))
     else:
-        draws_per_chunk = _positive_int("draws_per_chunk", draws_per_chunk)
+        draws_per_chunk = positive_int("draws_per_chunk", draws_per_chunk)
 
     total = np.zeros(item, dtype=np.float64)
     for c in range(num_chains):

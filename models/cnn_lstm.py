@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from weightspace.models.network import positive_int
+from weightspace.checks import positive_int
 
 
 class LSTM(nnx.Module):

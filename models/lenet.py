@@ -13,7 +13,8 @@ import dataclasses
 import jax
 from flax import nnx
 
-from weightspace.models.network import check_input_shape, positive_int
+from weightspace.checks import positive_int
+from weightspace.models.network import check_input_shape
 
 _FILTERS = (6, 16, 120)
 _KERNEL = (5, 5)

@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from weightspace.checks import positive_int
 from weightspace.models.activations import ACTIVATIONS, check_activation
-from weightspace.models.network import check_input_shape, positive_int
+from weightspace.models.network import check_input_shape
 
 
 class MLPModule(nnx.Module):

@@ -28,15 +28,6 @@ class Network(Protocol):
         ...
 
 
-def positive_int(name: str, value: object) -> int:
-    """`value` as an int if it is a positive integer (not a bool), else raise."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int; got {name}={value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive int; got {name}={value!r}")
-    return int(value)
-
-
 def check_input_shape(input_shape: object, *, network: str, rank: int | None = None,
                       need: str = "a tuple of positive ints") -> tuple[int, ...]:
     """`input_shape` (batch axis excluded) as a tuple of positive ints with

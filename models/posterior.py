@@ -22,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from weightspace import sharding as sharding_lib
+from weightspace.checks import positive_float
 from weightspace.data.dataset import Dataset
 from weightspace.models import likelihood as likelihood_lib
 from weightspace.models.network import Network
@@ -185,14 +186,6 @@ def _logdensity_and_grad(post: Posterior, params):
 
 # -- construction with checks at the boundary ---------------------------------
 
-def _positive_finite(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r} is not allowed: expected a finite number > 0")
-    return float(value)
-
-
 def _check_finite(name, array):
     if np.issubdtype(array.dtype, np.floating):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -285,8 +278,8 @@ def posterior(network: Network, data: Dataset, *, prior_variance: float,
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a ws.data.Dataset (ws.data.load(...)), got "
                         f"{type(data).__name__}")
-    prior_variance = _positive_finite("prior_variance", prior_variance)
-    temperature = _positive_finite("temperature", temperature)
+    prior_variance = positive_float("prior_variance", prior_variance)
+    temperature = positive_float("temperature", temperature)
     prior = GaussianPrior(prior_variance, scaling=prior_scaling)
     lik = likelihood_lib.resolve(likelihood, data)
     _check_data(data)

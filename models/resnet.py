@@ -15,8 +15,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from weightspace.checks import positive_int
 from weightspace.models.activations import ACTIVATIONS, check_activation
-from weightspace.models.network import check_input_shape, positive_int
+from weightspace.models.network import check_input_shape
 
 # He-normal with a truncated normal, as in the bnn_hmc ResNets of Izmailov et al. 2021.
 HE_NORMAL = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")

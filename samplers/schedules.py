@@ -13,15 +13,11 @@ import numbers
 
 import jax.numpy as jnp
 
+from weightspace.checks import positive_float, positive_int
+
 
 def _positive(name: str, value, *, integer: bool = False):
-    ok_type = numbers.Integral if integer else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, ok_type):
-        kind = "int" if integer else "number"
-        raise TypeError(f"{name} must be a positive {kind}; got {name}={value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0; got {name}={value!r}")
-    return int(value) if integer else float(value)
+    return positive_int(name, value) if integer else positive_float(name, value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,6 +37,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from weightspace.jsonio import fsync_dir as _fsync_dir
+from weightspace.jsonio import read_json as _read_json
+from weightspace.jsonio import write_json as _write_json
+
 _FORMAT = 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _MISSING = "<missing>"
@@ -318,27 +322,3 @@ def _json_roundtrip(obj, argname):
         return json.loads(json.dumps(obj, allow_nan=False))
     except (TypeError, ValueError) as e:
         raise ValueError(f"{argname} must be JSON-serializable (no NaN/inf): {e}") from None
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path, obj):
-    """Replace path atomically: a reader or a killed writer sees the old or the new file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

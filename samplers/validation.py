@@ -1,50 +1,21 @@
 """Argument checks shared by the samplers, run before anything is traced.
 
 Each raises ValueError or TypeError naming the argument, the value received
-and what is allowed.
+and what is allowed. The checks of plain numbers and choices are
+weightspace.checks' (re-exported here); these are the samplers' own.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
+from weightspace.checks import choice, int_at_least, positive_float, positive_int, probability
 
-def int_at_least(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {name}={value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}={value!r} is not allowed: it must be >= {minimum}")
-    return int(value)
-
-
-def positive_int(name: str, value) -> int:
-    return int_at_least(name, value, 1)
-
-
-def positive_float(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number > 0, got {name}={value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name}={value!r} is not allowed: it must be a finite number > 0")
-    return float(value)
-
-
-def probability(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed: it must lie in (0, 1)")
-    return float(value)
-
-
-def choice(name: str, value, allowed) -> str:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed: choose one of "
-                         f"{', '.join(map(repr, allowed))}")
-    return value
+__all__ = ["int_at_least", "positive_int", "positive_float", "probability", "choice",
+           "prng_key", "chains_fit_mesh", "chain_init", "eval_inputs", "start_positions"]
 
 
 def prng_key(name: str, value):
@@ -108,8 +79,6 @@ def eval_inputs(name: str, eval_x, target, positions):
     except (TypeError, ValueError) as err:
         raise ValueError(f"{name} of shape {x.shape} cannot be predicted on: {err}") from err
     if target.mesh is not None:
-        from jax.sharding import NamedSharding, PartitionSpec
-
         return jax.device_put(x, NamedSharding(target.mesh, PartitionSpec()))
     return jnp.asarray(x)
 

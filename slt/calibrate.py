@@ -25,7 +25,10 @@ import math
 import os
 from typing import Any
 
+import jax
 import numpy as np
+from matplotlib.figure import Figure
+
 from weightspace.slt.llc import llc
 
 # Estimates within this fraction of the next smaller step size's count as agreeing.
@@ -59,8 +62,6 @@ class Calibration:
 
 
 def _figure(rows):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     settings = sorted({(r["nbeta"], r["localization"]) for r in rows})
@@ -102,8 +103,6 @@ def calibrate(target, params_star, key, *, data=None,
     should not change the answer.
     path: write the figure there as a PNG.
     """
-    import jax
-
     sizes = sorted(float(e) for e in step_sizes)
     if not sizes:
         raise ValueError("step_sizes must hold at least one step size")

@@ -29,6 +29,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+
+from weightspace import data as data_lib
+from weightspace import models
+from weightspace.checks import int_at_least
 from weightspace.slt import theory
 
 
@@ -80,13 +85,7 @@ def dln_problem(widths, rank: int, *, num_train: int = 20000, seed: int = 0,
     in its basin (the LLC is defined at a local minimum of L_n; `llc` flags a w*
     whose chains fall below L_n(w*)).
     """
-    import optax
-    from weightspace.samplers import validation
-
-    from weightspace import data as data_lib
-    from weightspace import models
-
-    steps = validation.int_at_least("steps", steps, 0)
+    steps = int_at_least("steps", steps, 0)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be > 0; got learning_rate={learning_rate!r}")
     ds = data_lib.load("dln", widths=tuple(widths), rank=rank, num_train=num_train,

@@ -26,12 +26,21 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
+
+from weightspace.checks import nonnegative_float, positive_float
+from weightspace.leaf_names import named_leaves
+from weightspace.samplers import driver, minibatch, sgmcmc, validation
+from weightspace.samplers import target as target_lib
+# ws.samplers.hmc is the sampler function; the HMC kernel is taken from its module.
+from weightspace.samplers.hmc import build_kernel as hmc_build_kernel
+from weightspace.samplers.hmc import init as hmc_init
+from weightspace.samplers.sgmcmc import PSGLD_LAMBDA
 
 SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
 # A mean MALA acceptance of the SGLD proposals below this flags a chain: the
@@ -86,8 +95,6 @@ class LLCEstimate:
 def _resolve(target, data, mesh):
     """(tree, n, mesh): tree is the Posterior itself or, for a callable loss, its
     training rows (the array argument of the compiled steps)."""
-    from weightspace.samplers import target as target_lib
-
     if target_lib.is_posterior(target):
         if data is not None:
             raise ValueError("data is only for a callable loss: a Posterior's loss is "
@@ -106,8 +113,6 @@ def _resolve(target, data, mesh):
 def _mask_tree(mask, params_star):
     """A pytree of booleans like params_star (True: the leaf moves), from None, a
     pytree of booleans, or a list of dotted leaf-name prefixes ("layers.1")."""
-    from weightspace.leaf_names import named_leaves
-
     if mask is None:
         return None
     names = list(named_leaves(params_star))
@@ -124,14 +129,6 @@ def _mask_tree(mask, params_star):
         raise ValueError(f"mask must be a pytree of booleans like params_star, or a list of "
                          f"leaf names among {names}: {err}") from None
     return jax.tree.map(lambda m: np.asarray(m, bool), mask)
-
-
-def _check_number(name, value, *, positive=True):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (positive and value <= 0) or value < 0:
-        need = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"{name} must be {need}; got {name}={value!r}")
-    return float(value)
 
 
 def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: int = 200,
@@ -162,16 +159,13 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         a Posterior brings its own. Chains are spread along "chain" (num_chains
         must be a multiple of its size), minibatches along "data".
     """
-    from tqdm.auto import tqdm
-    from weightspace.samplers import driver, validation
-
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}")
     num_chains = validation.positive_int("num_chains", num_chains)
     num_draws = validation.positive_int("num_draws", num_draws)
     num_burnin = validation.int_at_least("num_burnin", num_burnin, 0)
-    step_size = _check_number("step_size", step_size)
-    gamma = _check_number("localization", localization, positive=False)
+    step_size = positive_float("step_size", step_size)
+    gamma = nonnegative_float("localization", localization)
     key = validation.prng_key("key", key)
     tree, n, mesh = _resolve(target, data, mesh)
     is_posterior = tree is target
@@ -180,7 +174,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         if n < 2:
             raise ValueError(f"nbeta=None needs at least 2 training rows (n / log n); n={n}")
         nbeta = n / math.log(n)
-    nbeta = _check_number("nbeta", nbeta)
+    nbeta = positive_float("nbeta", nbeta)
     if batch_size is not None:
         batch_size = validation.positive_int("batch_size", batch_size)
         if batch_size > n:
@@ -274,13 +268,6 @@ def _compiled(program: _Program):
     """(init(args) -> one chain's state, run_block(args, carry, t0) -> (carry,
     (loss, acceptance, divergent), each (chain, block)), full_loss(args) ->
     L_n(w*)), args = (tree, w*, moves, hyper)."""
-    import importlib
-
-    from weightspace.samplers import driver, minibatch, sgmcmc
-
-    # ws.samplers.hmc is the sampler function; the kernel is in the module.
-    hmc = importlib.import_module("weightspace.samplers.hmc")
-
     p = program
     full_batch = p.batch_size is None
 
@@ -325,7 +312,7 @@ def _compiled(program: _Program):
 
         def chain_block(args, state, keys, t0):
             keys = jax.random.wrap_key_data(keys)
-            kernel = hmc.build_kernel(density(args))
+            kernel = hmc_build_kernel(density(args))
             leapfrog = jnp.sqrt(args[3]["step_size"])
 
             def body(s, t):
@@ -336,7 +323,7 @@ def _compiled(program: _Program):
             return jax.lax.scan(body, state, t0 + jnp.arange(p.block))
 
         def init(args):
-            return hmc.init(args[1], density(args))
+            return hmc_init(args[1], density(args))
     else:
         preconditioned = p.sampler == "rmsprop_sgld"
 
@@ -397,8 +384,6 @@ def _proposal_acceptance(old_vg, new_vg, old, new, eps, moves):
     q(new | old))), q(b | a) = N(a + eps/2 G grad log p(a), eps G), G the step's
     preconditioner (1 for SGLD); (value, grad) of log p at old and new given.
     Only the weights that move (`moves`, None for all) enter q."""
-    from weightspace.samplers.sgmcmc import PSGLD_LAMBDA
-
     (f_old, g_old), (f_new, g_new) = old_vg, new_vg
     if new.square_avg is None:
         precond = jax.tree.map(jnp.ones_like, old.position)

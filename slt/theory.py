@@ -15,27 +15,15 @@ All with the true parameter inside the model and a prior positive there.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from fractions import Fraction
 
-
-def _nonnegative_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int; got {name}={value!r}")
-    return int(value)
-
-
-def _positive_int(name: str, value) -> int:
-    value = _nonnegative_int(name, value)
-    if value == 0:
-        raise ValueError(f"{name} must be a positive int; got {name}=0")
-    return value
+from weightspace.checks import nonnegative_int, positive_int
 
 
 def regular(d: int) -> float:
     """d / 2 for a regular model with d parameters."""
-    return _nonnegative_int("d", d) / 2
+    return nonnegative_int("d", d) / 2
 
 
 def rrr(M: int, H: int, N: int, r: int) -> float:
@@ -49,8 +37,8 @@ def rrr(M: int, H: int, N: int, r: int) -> float:
     - otherwise:      (2 (H + r)(M + N) - (M - N)^2 - (H + r)^2) / 8,
                       plus 1/8 when M + H + N + r is odd.
     """
-    M, H, N = (_positive_int(n, v) for n, v in (("M", M), ("H", H), ("N", N)))
-    r = _nonnegative_int("r", r)
+    M, H, N = (positive_int(n, v) for n, v in (("M", M), ("H", H), ("N", N)))
+    r = nonnegative_int("r", r)
     if r > min(M, H, N):
         raise ValueError(f"r={r} exceeds min(M, H, N) = {min(M, H, N)}")
     if M + H < N + r:
@@ -92,8 +80,8 @@ def dln(widths: Sequence[int], r: int) -> float:
             or len(widths) < 2:
         raise ValueError(f"widths must be (input, ..., output), at least two positive "
                          f"ints; got widths={widths!r}")
-    h = [_positive_int("widths entry", w) for w in widths]
-    r = _nonnegative_int("r", r)
+    h = [positive_int("widths entry", w) for w in widths]
+    r = nonnegative_int("r", r)
     if r > min(h):
         raise ValueError(f"r={r} exceeds the narrowest width {min(h)} of widths={widths!r}")
     subset = _dln_subset([w - r for w in h])

@@ -18,6 +18,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from weightspace.checks import positive_int
+
 CHAIN = "chain"
 DATA = "data"
 
@@ -37,10 +39,9 @@ def make_mesh(num_chains: int = 1, num_data: int | None = None, *, devices=None)
     every network to have a sharding rule.
     """
     devices = list(jax.devices() if devices is None else devices)
-    for arg, value in (("num_chains", num_chains), ("num_data", num_data)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ValueError(f"{arg}={value!r} is not allowed: expected a positive int")
+    num_chains = positive_int("num_chains", num_chains)
+    if num_data is not None:
+        num_data = positive_int("num_data", num_data)
     if num_data is None:
         num_data = max(len(devices) // num_chains, 1)
     if num_chains * num_data > len(devices):

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import inspect
 
+import jax
+
+from weightspace import sharding
 from weightspace.data.dataset import Dataset
 from weightspace.data.embedded import LOADERS as _EMBEDDED
+from weightspace.data.tfds_sources import LOADERS as _TFDS
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb_reviews")
 EMBEDDED_NAMES = tuple(_EMBEDDED)
@@ -20,12 +24,7 @@ __all__ = ["Dataset", "load", "NAMES", "EMBEDDED_NAMES", "TFDS_NAMES"]
 
 
 def _loader(name: str):
-    if name in _EMBEDDED:
-        return _EMBEDDED[name]
-    # tensorflow_datasets takes seconds to import: only when asked for.
-    from weightspace.data.tfds_sources import LOADERS
-
-    return LOADERS[name]
+    return _EMBEDDED[name] if name in _EMBEDDED else _TFDS[name]
 
 
 def load(name: str, *, seed: int = 0, data_dir: str | None = None,
@@ -58,11 +57,6 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None,
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     rows = None
-    if mesh is not None:
-        import jax
-
-        from weightspace import sharding
-
-        if jax.process_count() > 1:
-            rows = sharding.process_rows_fn(mesh)
+    if mesh is not None and jax.process_count() > 1:
+        rows = sharding.process_rows_fn(mesh)
     return loader(seed=seed, data_dir=data_dir, n_train=n_train, rows=rows, **options)

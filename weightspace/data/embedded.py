@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from weightspace.checks import nonnegative_float, positive_int, positive_ints
 from weightspace.data.dataset import Dataset, RowsFn, local_block, subsample_indices
 
 # The digits split is fixed (it does not move with `seed`) so that results on
@@ -69,21 +70,6 @@ def load_diabetes(*, seed: int = 0, data_dir=None, n_train: int | None = None,
         info={"y_mean": float(y_mean[0]), "y_std": float(y_std[0])})
 
 
-def _check_positive_ints(**named):
-    for arg, value in named.items():
-        values = value if isinstance(value, (tuple, list)) else (value,)
-        for v in values:
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{arg}={value!r} is not allowed: expected positive "
-                                 f"integer(s)")
-
-
-def _check_noise(noise_std):
-    if not (np.isfinite(noise_std) and noise_std >= 0):
-        raise ValueError(f"noise_std={noise_std!r} is not allowed: expected a finite "
-                         f"number >= 0")
-
-
 def load_teacher_student(*, seed: int = 0, data_dir=None, n_train: int | None = None,
                          rows: RowsFn | None = None, input_dim: int = 8,
                          hidden: tuple[int, ...] = (16,), output_dim: int = 1,
@@ -95,9 +81,11 @@ def load_teacher_student(*, seed: int = 0, data_dir=None, n_train: int | None = 
     The teacher's weights are in `info["teacher"]` (list of (W, b)) and the noise
     scale in `info["noise_std"]`, which the Gaussian likelihood uses by default.
     """
-    _check_positive_ints(input_dim=input_dim, hidden=tuple(hidden), output_dim=output_dim,
-                         num_train=num_train, num_test=num_test)
-    _check_noise(noise_std)
+    for name, value in (("input_dim", input_dim), ("output_dim", output_dim),
+                        ("num_train", num_train), ("num_test", num_test)):
+        positive_int(name, value)
+    positive_ints("hidden", tuple(hidden))
+    nonnegative_float("noise_std", noise_std)
     rng = np.random.default_rng(seed)
     sizes = (input_dim, *hidden, output_dim)
     teacher = [(rng.normal(size=(a, b)) / np.sqrt(a), rng.normal(size=(b,)) * 0.1)
@@ -140,12 +128,14 @@ def load_dln(*, seed: int = 0, data_dir=None, n_train: int | None = None,
     widths = tuple(widths)
     if len(widths) < 2:
         raise ValueError(f"widths={widths!r} is not allowed: need at least (d_in, d_out)")
-    _check_positive_ints(widths=widths, num_train=num_train, num_test=num_test)
-    _check_noise(noise_std)
+    positive_ints("widths", widths)
+    positive_int("num_train", num_train)
+    positive_int("num_test", num_test)
+    nonnegative_float("noise_std", noise_std)
     max_rank = min(widths)
     if rank is None:
         rank = max_rank
-    _check_positive_ints(rank=rank)
+    positive_int("rank", rank)
     if rank > max_rank:
         raise ValueError(f"rank={rank} is not allowed: a product through widths "
                          f"{widths} has rank at most {max_rank}")

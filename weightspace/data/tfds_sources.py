@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from weightspace.checks import int_at_least
 from weightspace.data.dataset import Dataset, RowsFn, local_block, subsample_indices
 
 PAD_ID = 0
@@ -187,8 +188,8 @@ def _load_text(name: str, tfds_name: str, *, seed: int = 0,
                vocab_size: int = 20000, max_len: int = 400) -> Dataset:
     """Any tfds dataset with features "text" and binary "label" as token ids
     (see `load_imdb_reviews` for the conventions)."""
-    _check_int("vocab_size", vocab_size, minimum=3)
-    _check_int("max_len", max_len, minimum=1)
+    int_at_least("vocab_size", vocab_size, 3)
+    int_at_least("max_len", max_len, 1)
     train, test, info, root = _open_splits(name, tfds_name, data_dir, download)
     indices = subsample_indices(len(train), n_train, seed)
     local, offset = local_block(indices, rows)
@@ -245,13 +246,6 @@ def _encode(token_lists: Sequence[Sequence[str]], word_ids: dict[str, int],
         if ids:
             x[row, max_len - len(ids):] = ids
     return x
-
-
-def _check_int(argname: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{argname} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{argname}={value} is not allowed: it must be >= {minimum}")
 
 
 # --- tfds --------------------------------------------------------------------
