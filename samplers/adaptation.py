@@ -108,3 +108,75 @@ def stan_schedule(num_warmup: int, adapt_mass: bool, *, init_buffer: int = 75,
         window_end[end - 1] = True
         start, size = end, 2 * size
     return WarmupSchedule(slow, window_end)
+
+
+class WindowAdaptationState(NamedTuple):
+    """Stan-style warmup of one chain: the step size (the initial one, then dual
+    averaging's latest, after `final` the average, to sample with; warmup
+    transitions use `warmup_step_size`), the inverse mass matrix in use (None:
+    the identity), and the estimators behind them."""
+
+    step_size: jax.Array
+    inverse_mass: Any                # pytree like the position, or None
+    dual_averaging: DualAveragingState
+    welford: WelfordState | None     # None unless the mass matrix is adapted
+
+
+class WindowAdaptation(NamedTuple):
+    """(init, update, final) of Stan's window adaptation, as blackjax cuts it:
+
+        init(position, step_size) -> state
+        update(state, t, position, accept_prob) -> state    after warmup transition t
+        final(state) -> state                               step size := the average
+    """
+
+    init: Any
+    update: Any
+    final: Any
+
+
+def window_adaptation(num_warmup: int, *, adapt_mass: bool,
+                      target_accept: float) -> WindowAdaptation:
+    """Dual averaging of the step size towards `target_accept` throughout warmup
+    and, with adapt_mass, a diagonal inverse mass matrix from the variance of
+    the draws of each slow window of `stan_schedule`; at the end of a window the
+    metric changes, so dual averaging restarts from the current step size."""
+    schedule = stan_schedule(num_warmup, adapt_mass)
+    slow, window_end = jnp.asarray(schedule.slow), jnp.asarray(schedule.window_end)
+
+    def init(position, step_size) -> WindowAdaptationState:
+        da = dual_averaging_init(step_size)
+        inverse_mass = jax.tree.map(jnp.ones_like, position) if adapt_mass else None
+        welford = welford_init(position) if adapt_mass else None
+        return WindowAdaptationState(jnp.asarray(step_size, jnp.float32), inverse_mass, da,
+                                     welford)
+
+    def update(state: WindowAdaptationState, t, position,
+               accept_prob) -> WindowAdaptationState:
+        da = dual_averaging_update(state.dual_averaging, accept_prob, target_accept)
+        inverse_mass, welford = state.inverse_mass, state.welford
+        if adapt_mass:
+            welford = select(slow[t], welford_update(welford, position), welford)
+            inverse_mass = select(window_end[t], welford_inverse_mass(welford),
+                                   inverse_mass)
+            welford = select(window_end[t], welford_init(position), welford)
+            # New metric, new scale: restart dual averaging from the current step.
+            da = select(window_end[t], dual_averaging_init(jnp.exp(da.log_step_size)), da)
+        return WindowAdaptationState(jnp.exp(da.log_step_size), inverse_mass, da, welford)
+
+    def final(state: WindowAdaptationState) -> WindowAdaptationState:
+        return state._replace(step_size=jnp.exp(state.dual_averaging.log_step_size_avg))
+
+    return WindowAdaptation(init, update, final)
+
+
+def warmup_step_size(state: WindowAdaptationState) -> jax.Array:
+    """The step size of the next warmup transition. Computed inside the step that
+    uses it: XLA may round exp differently in another compiled program, and the
+    step count ceil(trajectory_length / step_size) can hinge on the last bit."""
+    return jnp.exp(state.dual_averaging.log_step_size)
+
+
+def select(pred, new, old):
+    """`new` where pred, else `old`, leaf by leaf (pred may be traced)."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import sys
@@ -28,6 +29,15 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
+
+from weightspace.leaf_names import named_leaves
+from weightspace.samplers import driver, minibatch, validation
+from weightspace.samplers import target as target_lib
+from weightspace.samplers.algorithm import Algorithm
+from weightspace.samplers.trace import Trace
 
 SGD_MOMENTUM = 0.9          # Izmailov et al. 2021 (SGD and deep-ensemble baselines)
 MFVI_LEARNING_RATE = 1e-4   # Izmailov et al. 2021 (MFVI: Adam, cosine decay)
@@ -56,8 +66,6 @@ def _momentum(value) -> float:
 
 
 def _batch_size(value, num_data: int) -> int:
-    from weightspace.samplers import validation
-
     value = validation.positive_int("batch_size", value)
     if value > num_data:
         raise ValueError(f"batch_size={value} is not allowed: it is larger than the "
@@ -66,8 +74,6 @@ def _batch_size(value, num_data: int) -> int:
 
 
 def _schedule(name: str, learning_rate: float, total_steps: int):
-    import optax
-
     if name == "cosine":
         return optax.cosine_decay_schedule(learning_rate, total_steps)
     return optax.constant_schedule(learning_rate)
@@ -92,29 +98,40 @@ def _nll_of(posterior, num_data: int):
 def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
            learning_rate, optimizer, momentum, schedule, eval_x, predict_fn, mesh,
            run_dir, checkpoint_every, checkpoint_seconds, progress):
-    import optax
-    from weightspace.samplers import driver, minibatch, validation
-    from weightspace.samplers import target as target_lib
-
+    """The body of `sgd` and `deep_ensemble`: their checks, then one driver call
+    in which one warmup step is one epoch and the one kept draw is the end."""
     num_chains = validation.positive_int("num_chains", num_chains)
     num_epochs = validation.positive_int("num_epochs", num_epochs)
     learning_rate = validation.positive_float("learning_rate", learning_rate)
     validation.choice("optimizer", optimizer, ("sgd", "adam"))
     momentum = _momentum(momentum)
     validation.choice("schedule", schedule, ("cosine", "constant"))
-    validation.positive_int("checkpoint_every", checkpoint_every)
-    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
-    tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn, mesh=mesh)
-    batch_size = _batch_size(batch_size, tgt.num_data)
-    key = validation.prng_key("key", key)
-    mesh = tgt.mesh
-    validation.chains_fit_mesh(num_chains, mesh)
 
-    key_init, key_batches = jax.random.split(key)
-    params = validation.start_positions("init", init, tgt, key_init, num_chains)
-    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, params)
+    def build(tgt) -> Algorithm:
+        return algorithm(kind, tgt, num_chains=num_chains, num_epochs=num_epochs,
+                         batch_size=_batch_size(batch_size, tgt.num_data),
+                         learning_rate=learning_rate, optimizer=optimizer,
+                         momentum=momentum, schedule=schedule)
 
-    num_data = tgt.num_data
+    trace = driver.sample(build, target, key, init=init, data=data, minibatch=True,
+                          num_chains=num_chains, num_samples=1, num_warmup=num_epochs,
+                          eval_x=eval_x, predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
+                          checkpoint_every=checkpoint_every,
+                          checkpoint_seconds=checkpoint_seconds, progress=progress)
+    bad = [int(c) for c in np.flatnonzero(~np.isfinite(np.asarray(trace.stats["loss"])[:, -1]))]
+    if bad:
+        warnings.warn(f"{kind}: chain(s) {bad} ended with a non-finite training loss; "
+                      f"try a smaller learning_rate than {learning_rate!r}", RuntimeWarning,
+                      stacklevel=3)
+    return trace
+
+
+def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: int,
+              learning_rate: float, optimizer: str, momentum: float,
+              schedule: str) -> Algorithm:
+    """Minibatch SGD (or Adam) for the driver, on a MinibatchTarget: a warmup
+    step is an epoch, the one sample step returns the final parameters."""
+    num_data, mesh = tgt.num_data, tgt.mesh
     per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
     total_steps = num_epochs * per_epoch
     sched = _schedule(schedule, learning_rate, total_steps)
@@ -123,6 +140,16 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
     else:
         opt = optax.adam(sched)
     nll_of = _nll_of(tgt.posterior, num_data)
+    epoch_cost = per_epoch * batch_size / num_data  # full-batch gradients of an epoch
+
+    def init(tree, params, key_batches):
+        nan = jnp.full((num_chains,), jnp.nan, jnp.float32)
+        last = {"loss": nan, "learning_rate": nan}
+        if nll_of is not None:
+            last["nll"] = nan
+        carry = SGDChains(jax.random.key_data(jax.random.split(key_batches, num_chains)),
+                          params, jax.vmap(opt.init)(params), last)
+        return carry, jnp.zeros((num_chains,), jnp.float32)
 
     def epoch(tree, c: SGDChains, t):
         estimate = tgt.estimate_of(tree)
@@ -149,57 +176,21 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
             step, (c.params, c.opt_state), jnp.arange(per_epoch, dtype=jnp.int32))
         stats = {k: jnp.mean(v) for k, v in stats.items()}
         stats["learning_rate"] = jnp.asarray(sched(first + per_epoch - 1), jnp.float32)
-        return c._replace(params=params, opt_state=opt_state, last=stats), stats
+        return (c._replace(params=params, opt_state=opt_state, last=stats), stats,
+                jnp.float32(epoch_cost))
 
     def final(tree, c: SGDChains, t):
-        return c, c.last
+        return c, c.last, jnp.float32(0.0)
 
-    shard = None if mesh is None else driver.chain_sharding(mesh)
-
-    @jax.jit
-    def start(key_batches, params):
-        nan = jnp.full((num_chains,), jnp.nan, jnp.float32)
-        last = {"loss": nan, "learning_rate": nan}
-        if nll_of is not None:
-            last["nll"] = nan
-        return SGDChains(jax.random.key_data(jax.random.split(key_batches, num_chains)),
-                         params, jax.vmap(opt.init)(params), last)
-
-    carry = start(key_batches, params)
-    if shard is not None:
-        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
-
-    def chainwise(one):
-        return driver.chainwise(one, mesh)
-
-    predict = driver.chain_predict(tgt, eval_x)
-
-    config = {"sampler": kind, "num_chains": num_chains, "num_samples": 1,
-              "num_epochs": num_epochs, "batch_size": batch_size,
-              "learning_rate": learning_rate, "optimizer": optimizer,
-              "momentum": momentum, "schedule": schedule,
-              "key": target_lib.fingerprint(jax.random.key_data(key)),
-              "init": None if init is None else target_lib.fingerprint(init),
-              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
-              "target": tgt.description,
-              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
-    plan = driver.Plan(num_warmup=num_epochs, num_samples=1, thin=1,
-                       checkpoint_every=checkpoint_every,
-                       checkpoint_seconds=checkpoint_seconds)
+    settings = {"num_epochs": num_epochs, "batch_size": batch_size,
+                "learning_rate": learning_rate, "optimizer": optimizer,
+                "momentum": momentum, "schedule": schedule}
     info = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule,
             "learning_rate": learning_rate, "num_epochs": num_epochs,
             "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data}
-    trace = driver.run(tree=tgt.tree, carry=carry, warmup_step=chainwise(epoch),
-                       sample_step=chainwise(final), positions_of=lambda c: c.params,
-                       predict=predict, eval_x=eval_x, plan=plan, run_dir=run_dir,
-                       config=config, progress=progress, desc=kind,
-                       info_of=lambda c: info)
-    bad = [int(c) for c in np.flatnonzero(~np.isfinite(np.asarray(trace.stats["loss"])[:, -1]))]
-    if bad:
-        warnings.warn(f"{kind}: chain(s) {bad} ended with a non-finite training loss; "
-                      f"try a smaller learning_rate than {learning_rate!r}", RuntimeWarning,
-                      stacklevel=3)
-    return trace
+    return Algorithm(name=kind, init=init, warmup_step=epoch, sample_step=final,
+                     position=lambda c: c.params, settings=settings,
+                     info=lambda c: dict(info), num_keys=1)
 
 
 def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: int,
@@ -245,10 +236,6 @@ def deep_ensemble(target, key, num_members: int, **sgd_kwargs):
     in parallel: member m is chain m of the returned `Trace` (one draw each), with
     its own init and minibatch order. sgd_kwargs: every argument of `sgd` but
     num_chains (num_epochs, batch_size, learning_rate are required)."""
-    import inspect
-
-    from weightspace.samplers import validation
-
     num_members = validation.positive_int("num_members", num_members)
     if "num_chains" in sgd_kwargs:
         raise TypeError(f"num_chains={sgd_kwargs['num_chains']!r} is not an argument of "
@@ -271,8 +258,6 @@ def deep_ensemble(target, key, num_members: int, **sgd_kwargs):
 def _single_position(init, tgt):
     """(names, treedef, {name: array}) of one position; a Posterior's structure
     wins, so params with str keys (a loaded run) work too."""
-    from weightspace.leaf_names import named_leaves
-
     given = named_leaves(init)
     if not given:
         raise ValueError("init has no array leaves: give one position, e.g. the MAP "
@@ -337,15 +322,13 @@ def mfvi(target, key, *, init, num_epochs: int, batch_size: int,
     the fitted standard deviations}), "loc" and "scale" (the fitted guide, pytrees
     like init). No run directory or resume: the fit runs in memory.
     """
+    # numpyro: only mfvi needs it, and importing it costs about a second
     import numpyro
     import numpyro.distributions as dist
-    import optax
     from numpyro.distributions import constraints
     from numpyro.infer import SVI, Trace_ELBO, init_to_value
     from numpyro.infer.autoguide import AutoNormal
     from numpyro.optim import optax_to_numpyro
-    from weightspace.samplers import minibatch, validation
-    from weightspace.samplers import target as target_lib
 
     num_epochs = validation.positive_int("num_epochs", num_epochs)
     learning_rate = validation.positive_float("learning_rate", learning_rate)
@@ -401,11 +384,7 @@ def mfvi(target, key, *, init, num_epochs: int, batch_size: int,
     if mesh is not None:
         # Replicated from the start, so the epoch compiles once (not again when
         # the state comes back from the first epoch placed on the mesh).
-        from jax.sharding import NamedSharding, PartitionSpec
-
         state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
-    from tqdm.auto import tqdm
-
     history = []
     with tqdm(total=num_epochs, desc="mfvi", file=sys.stderr, disable=not progress,
               unit="epoch", dynamic_ncols=True) as bar:
@@ -448,8 +427,6 @@ def mfvi(target, key, *, init, num_epochs: int, batch_size: int,
                                   "max": float(s.max())} for n, s in scale.items()},
             "loc": jax.tree.unflatten(treedef, [loc[n] for n in names]),
             "scale": jax.tree.unflatten(treedef, [scale[n] for n in names])}
-    from weightspace.samplers.trace import Trace
-
     return Trace(positions=jax.tree.map(lambda x: np.asarray(x)[None], positions),
                  stats={"loss": np.full((1, num_samples), history[-1], np.float32)},
                  predictions=predictions, info=info)

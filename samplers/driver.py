@@ -3,15 +3,22 @@ chains together, keeps every `thin`-th draw with its stats and predictions,
 writes them to a run directory as they come, checkpoints, resumes, and shows
 progress. Kernels know nothing about it.
 
-A kernel is given to the driver as two jitted functions over a `carry` (every
-array the chains need to continue, leading axis = chain):
+`sample(build, target, key, ...)` is the one entry point of every sampler:
+the shared argument checks, the target (Posterior or callable), keys, chains
+and mesh, start positions, eval inputs, the run fingerprint that guards
+resume, then `run`. A sampler gives it an `Algorithm` (samplers/algorithm.py).
 
-    warmup_step(tree, carry, t) -> (carry, stats)      one warmup transition t
-    sample_step(tree, carry, t) -> (carry, stats)      `thin` transitions from t
+`run` drives two jitted functions over a `carry` (every array the chains need
+to continue, leading axis = chain):
 
-`stats` is a dict of (chain,) arrays. Randomness is a function of the
-transition index t (keys are folded with t), so a resumed run repeats exactly
-the transitions an uninterrupted one would have made.
+    warmup_step(tree, carry, t) -> (carry, stats, grad_evals)  warmup transition t
+    sample_step(tree, carry, t) -> (carry, stats, grad_evals)  one kept draw from t
+
+`stats` is a dict of (chain,) arrays, grad_evals (chain,) the step's cost in
+full-batch-equivalent gradients (stored per draw as the stat "grad_evals",
+summed over warmup into Trace.info["warmup_grad_evals"]). Randomness is a
+function of the transition index t (keys are folded with t), so a resumed run
+repeats exactly the transitions an uninterrupted one would have made.
 """
 
 from __future__ import annotations
@@ -19,12 +26,24 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
+from tqdm.auto import tqdm
 
+from weightspace.samplers import target as target_lib
+from weightspace.samplers import validation
+from weightspace.samplers.algorithm import Algorithm
+from weightspace.samplers import storage
+from weightspace.samplers.storage import RunStore, read_run
 from weightspace.samplers.trace import Trace, leaf_name
+
+GRAD_EVALS = "grad_evals"  # the stat: full-batch-equivalent gradients of each draw
+WARMUP_COST_FILE = "warmup.json"  # in a run directory: {"grad_evals": [per chain]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +75,6 @@ def to_host(x) -> np.ndarray:
     """A global array on the host of every process (chains may live on
     devices of other processes)."""
     if jax.process_count() > 1 and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
-
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
@@ -76,8 +93,6 @@ class _Progress:
     acceptance, step size, divergences, log density."""
 
     def __init__(self, plan: Plan, start: int, enabled: bool, desc: str):
-        from tqdm.auto import tqdm
-
         self.plan = plan
         self.bar = tqdm(total=plan.num_steps, initial=start, desc=desc, file=sys.stderr,
                         disable=not enabled, unit="step", dynamic_ncols=True)
@@ -112,29 +127,95 @@ class _Progress:
         self.bar.close()
 
 
+def sample(build: Callable[[Any], Algorithm], target, key, *, init=None, data=None,
+           minibatch: bool = False, num_chains: int = 1, num_samples: int,
+           num_warmup: int = 0, thin: int = 1, eval_x=None, predict_fn=None, mesh=None,
+           run_dir=None, checkpoint_every: int = 10, checkpoint_seconds: float = 300.0,
+           progress: bool = True) -> Trace:
+    """Run a sampler: the one entry point every sampler goes through.
+
+    build(target) -> Algorithm: the sampler's own checks that need the target
+        (batch size against its rows, default trajectory length) and its
+        Algorithm (samplers/algorithm.py). Called after the shared checks and
+        target resolution, before any tracing.
+    target: a Posterior or a callable: logdensity(position) (full batch), or with
+        minibatch=True logdensity(position, batch) over `data` (the training rows).
+    The other arguments are those every sampler shares (see ws.samplers.hmc).
+    """
+    validation.positive_int("num_chains", num_chains)
+    validation.positive_int("num_samples", num_samples)
+    validation.int_at_least("num_warmup", num_warmup, 0)
+    validation.positive_int("thin", thin)
+    validation.positive_int("checkpoint_every", checkpoint_every)
+    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
+    if minibatch:
+        tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn,
+                                           mesh=mesh)
+    else:
+        tgt = target_lib.resolve(target, predict_fn=predict_fn, mesh=mesh)
+    algorithm = build(tgt)
+    key = validation.prng_key("key", key)
+    mesh = tgt.mesh
+    validation.chains_fit_mesh(num_chains, mesh)
+
+    key_init, *keys = jax.random.split(key, 1 + algorithm.num_keys)
+    positions = validation.start_positions("init", init, tgt, key_init, num_chains)
+    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
+    shard = None if mesh is None else chain_sharding(mesh)
+    if shard is not None:
+        positions = jax.device_put(positions, shard)
+    carry, init_cost = jax.jit(algorithm.init)(tgt.tree, positions, *keys)
+    if shard is not None:
+        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
+
+    config = {"sampler": algorithm.name, "num_chains": num_chains,
+              "num_samples": num_samples, **algorithm.settings,
+              "key": target_lib.fingerprint(jax.random.key_data(key)),
+              "init": None if init is None else target_lib.fingerprint(init),
+              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
+              "target": tgt.description,
+              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
+    plan = Plan(num_warmup=num_warmup, num_samples=num_samples, thin=thin,
+                checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
+                draw_end=algorithm.draw_end)
+    return run(tree=tgt.tree, carry=carry, warmup_step=chainwise(algorithm.warmup_step, mesh),
+               sample_step=chainwise(algorithm.sample_step, mesh),
+               positions_of=algorithm.position, predict=chain_predict(tgt, eval_x),
+               eval_x=eval_x, plan=plan, run_dir=run_dir, config=config, progress=progress,
+               desc=algorithm.name, info_of=algorithm.info,
+               init_cost=np.asarray(to_host(init_cost), np.float64))
+
+
 def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
         positions_of: Callable, predict: Callable | None, eval_x, plan: Plan,
         run_dir=None, config: dict | None = None, progress: bool = True,
-        desc: str = "sampling", info_of: Callable[[Any], dict] | None = None) -> Trace:
+        desc: str = "sampling", info_of: Callable[[Any], dict] | None = None,
+        init_cost=None) -> Trace:
     """Run warmup then sampling; see the module docstring.
 
     predict(tree, positions, eval_x) -> (chain, n_eval, ...) or None.
     info_of(carry) -> dict of run facts for Trace.info (e.g. adapted step sizes).
+    init_cost: (chain,) gradients the carry's start cost; warmup's are added
+        to it, and the total is Trace.info["warmup_grad_evals"] (also
+        checkpointed, and written to the run directory when warmup ends).
     """
+    num_chains = int(np.shape(jax.tree.leaves(carry)[0])[0])
+    warmup_cost = (np.zeros(num_chains) if init_cost is None
+                   else np.asarray(init_cost, np.float64))
     store = None
     step = 0
     if run_dir is not None:
-        from weightspace.samplers.storage import RunStore
-
         spec = {name: (a.shape, a.dtype.str) for name, a in _record_spec(
             tree, carry, sample_step, positions_of, predict, eval_x, plan).items()}
         store = RunStore(run_dir, config or {}, spec)
         leaves, treedef = jax.tree.flatten(carry)
-        restored = store.restore(_checkpoint_state(jax.tree.map(_abstract, carry)))
+        restored = store.restore(_checkpoint_state(jax.tree.map(_abstract, carry),
+                                                   warmup_cost))
         if restored is not None:
             state, step = restored
             carry = jax.tree.unflatten(treedef, [state["carry"][f"{i:05d}"]
                                                  for i in range(len(leaves))])
+            warmup_cost = np.asarray(state["warmup_grad_evals"], np.float64)
             expected = max(step - plan.num_warmup, 0)
             if store.num_draws != expected:
                 raise RuntimeError(f"run_dir={run_dir!s}: checkpoint at step {step} "
@@ -147,13 +228,14 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
         while step < plan.num_steps:
             t = plan.transition(step)
             if step < plan.num_warmup:
-                carry, stats = warmup_step(tree, carry, t)
+                carry, stats, cost = warmup_step(tree, carry, t)
                 host_stats = {k: to_host(v) for k, v in stats.items()}
+                warmup_cost = warmup_cost + to_host(cost)
             else:
-                carry, stats = sample_step(tree, carry, t)
+                carry, stats, cost = sample_step(tree, carry, t)
                 positions = positions_of(carry)
                 preds = None if predict is None else predict(tree, positions, eval_x)
-                rec = _record(positions, stats, preds)
+                rec = _record(positions, {**stats, GRAD_EVALS: cost}, preds)
                 host_stats = {k[len("stats/"):]: v for k, v in rec.items()
                               if k.startswith("stats/")}
                 if store is None:
@@ -168,7 +250,9 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
                                       or time.monotonic() - last_commit
                                       >= plan.checkpoint_seconds
                                       or step == plan.num_warmup):
-                store.commit(_checkpoint_state(carry), step)
+                store.commit(_checkpoint_state(carry, warmup_cost), step)
+                if step >= plan.num_warmup:
+                    _write_warmup_cost(run_dir, warmup_cost)
                 last_commit, since_commit = time.monotonic(), 0
     finally:
         bar.close()
@@ -176,33 +260,39 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
             store.close()
 
     info = {} if info_of is None else info_of(carry)
+    info["warmup_grad_evals"] = warmup_cost
     if store is not None:
+        _write_warmup_cost(run_dir, warmup_cost)  # a resumed, finished run may lack it
         return load(run_dir, template=positions_of(carry), _info=info)
     return _trace_from_records(records, positions_of(carry), info)
 
 
 def chain_sharding(mesh):
     """Chains (the leading axis of every carry leaf) spread along "chain"."""
-    from jax.sharding import NamedSharding, PartitionSpec
-
     return NamedSharding(mesh, PartitionSpec("chain"))
 
 
 def chainwise(one: Callable, mesh) -> Callable:
-    """jit(vmap over chains) of one(tree, chain_carry, t) -> (chain_carry, stats),
-    stats a NamedTuple or dict of scalars (or arrays); the carry stays sharded
-    along the mesh's "chain" axis, which also shards the chain axis of every
-    sharding constraint inside `one` (spmd_axis_name)."""
+    """jit(vmap over chains) of one(tree, chain_carry, t) -> (chain_carry, stats,
+    *more), stats a NamedTuple or dict of scalars (or arrays); the carry stays
+    sharded along the mesh's "chain" axis, which also shards the chain axis of
+    every sharding constraint inside `one` (spmd_axis_name)."""
     spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
 
     def step(tree, c, t):
-        c, stats = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(tree, c, t)
-        return c, (stats._asdict() if hasattr(stats, "_asdict") else stats)
+        c, stats, *more = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(
+            tree, c, t)
+        return c, (stats._asdict() if hasattr(stats, "_asdict") else stats, *more)
 
-    if mesh is None:
-        return jax.jit(step)
     # One sharding for the whole carry: a pytree prefix applies it to every leaf.
-    return jax.jit(step, out_shardings=(chain_sharding(mesh), None))
+    jitted = (jax.jit(step) if mesh is None
+              else jax.jit(step, out_shardings=(chain_sharding(mesh), None)))
+
+    def chains(tree, c, t):
+        c, rest = jitted(tree, c, t)
+        return (c, *rest)
+
+    return chains
 
 
 def chain_predict(target, eval_x):
@@ -219,18 +309,27 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
-def _checkpoint_state(carry):
-    """The carry as a dict with string keys (what orbax stores)."""
-    return {"carry": {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(carry))}}
+def _checkpoint_state(carry, warmup_cost):
+    """The carry as a dict with string keys (what orbax stores), with the
+    gradients spent before the first draw."""
+    return {"carry": {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(carry))},
+            "warmup_grad_evals": np.asarray(warmup_cost, np.float64)}
+
+
+def _write_warmup_cost(run_dir, warmup_cost) -> None:
+    """Warmup's cost into the run directory (process 0), once it is final."""
+    path = Path(run_dir).expanduser().absolute() / WARMUP_COST_FILE
+    if jax.process_index() == 0 and not path.is_file():
+        storage._write_json(path, {"grad_evals": [float(c) for c in warmup_cost]})
 
 
 def _record_spec(tree, carry, sample_step, positions_of, predict, eval_x, plan):
     """Shapes and dtypes of one record, from abstract evaluation (no compute)."""
     def one(tree, carry):
-        carry, stats = sample_step(tree, carry, plan.num_warmup)
+        carry, stats, cost = sample_step(tree, carry, plan.num_warmup)
         positions = positions_of(carry)
         preds = None if predict is None else predict(tree, positions, eval_x)
-        return positions, stats, preds
+        return positions, {**stats, GRAD_EVALS: cost}, preds
 
     positions, stats, preds = jax.eval_shape(one, tree, carry)
     spec = {f"positions/{leaf_name(p)}": x
@@ -285,11 +384,14 @@ def load(run_dir, *, template=None, _info: dict | None = None) -> Trace:
     Positions are nested dicts keyed by the names of the sampled pytree's
     leaves ("layers.0.kernel" -> ["layers"]["0"]["kernel"]); with `template`
     (a position pytree, leaves with a leading chain axis) they take its
-    structure instead."""
-    from weightspace.samplers.storage import read_run
-
+    structure instead. info["warmup_grad_evals"] (chain,) is what the chains
+    spent before their first draw (start and warmup), once warmup has ended."""
     config, arrays = read_run(run_dir)
     # Records are stored draw-major; swapping to (chain, draw) is a view.
     arrays = {k: np.swapaxes(v, 0, 1) for k, v in arrays.items()}
-    info = {"run_dir": str(run_dir), "config": config, **(_info or {})}
+    info = {"run_dir": str(run_dir), "config": config}
+    cost_file = Path(run_dir) / WARMUP_COST_FILE
+    if cost_file.is_file():
+        info["warmup_grad_evals"] = np.asarray(storage._read_json(cost_file)["grad_evals"])
+    info.update(_info or {})
     return _assemble(arrays, template, info)

@@ -16,11 +16,17 @@ A trajectory whose energy error is not finite or exceeds
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from weightspace.samplers import adaptation as adaptation_lib
+from weightspace.samplers import driver, validation
+from weightspace.samplers import target as target_lib
+from weightspace.samplers.algorithm import Algorithm
 
 DIVERGENCE_THRESHOLD = 1000.0  # energy error; Stan's and blackjax's default
 
@@ -165,6 +171,14 @@ def find_reasonable_step_size(logdensity_fn: Callable, key, state: HMCState,
                               max_iterations: int = 100) -> jax.Array:
     """Hoffman and Gelman 2014, Algorithm 4: double or halve a one-step
     leapfrog's step size until its acceptance probability crosses 1/2."""
+    return _find_step_size(logdensity_fn, key, state, initial, inverse_mass,
+                           max_iterations)[0]
+
+
+def _find_step_size(logdensity_fn: Callable, key, state: HMCState, initial: float = 1.0,
+                    inverse_mass=None, max_iterations: int = 100):
+    """(step size, gradients spent) of `find_reasonable_step_size`: one
+    one-step leapfrog for the direction, one per test of the loop."""
     value_and_grad = jax.value_and_grad(logdensity_fn)
     momentum = sample_momentum(key, state.position, inverse_mass)
     h0 = -state.logdensity + kinetic_energy(momentum, inverse_mass)
@@ -186,9 +200,9 @@ def find_reasonable_step_size(logdensity_fn: Callable, key, state: HMCState,
         i, eps = carry
         return i + 1, eps * 2.0**direction
 
-    _, eps = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0))
+    tries, eps = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0))
     # The last doubling overshot: step back, as the last size that did not cross.
-    return jnp.where(direction > 0, eps / 2.0, eps)
+    return jnp.where(direction > 0, eps / 2.0, eps), (tries + 2).astype(jnp.float32)
 
 
 # -- the sampler: chains, warmup, driver -------------------------------------
@@ -198,15 +212,14 @@ MASS_MATRICES = ("identity", "diagonal")
 
 
 class HMCChains(NamedTuple):
-    """Everything the chains carry from one transition to the next (leading
-    axis = chain); checkpointed as is."""
+    """Everything one chain carries from one transition to the next (leading
+    axis = chain across chains); checkpointed as is."""
 
-    key_data: jax.Array   # (chain, ...) uint32: the chain's PRNG key
+    key_data: jax.Array   # the chain's PRNG key
     state: HMCState
-    step_size: jax.Array  # (chain,)
-    inverse_mass: Any     # pytree like the position, or None (identity)
-    dual_averaging: Any   # adaptation.DualAveragingState
-    welford: Any          # adaptation.WelfordState, or None
+    # step size and inverse mass in use, and (warmup="adapt") their estimators;
+    # after warmup, step_size is the one sampling uses
+    adaptation: adaptation_lib.WindowAdaptationState
 
 
 def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
@@ -246,16 +259,14 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     run_dir: write draws there as they are made, checkpoint every
         `checkpoint_every` steps or `checkpoint_seconds`, and resume a run that
         is already there (num_samples may grow; any other change is an error).
-    """
-    from weightspace.samplers import adaptation, driver, target as target_lib, validation
 
-    validation.positive_int("num_chains", num_chains)
-    validation.positive_int("num_samples", num_samples)
-    validation.int_at_least("num_warmup", num_warmup, 0)
-    validation.positive_int("thin", thin)
+    Stats per draw: accept_prob (mean over the draw's `thin` transitions),
+    is_accepted, is_divergent (any in the draw), energy_error, num_steps,
+    step_size, logdensity, and grad_evals: the leapfrog steps of the draw's
+    transitions (one gradient each). Trace.info["warmup_grad_evals"]: the first
+    gradient, the step-size search and the warmup transitions, per chain.
+    """
     validation.positive_int("max_num_steps", max_num_steps)
-    validation.positive_int("checkpoint_every", checkpoint_every)
-    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
     validation.positive_float("divergence_threshold", divergence_threshold)
     validation.probability("target_accept", target_accept)
     validation.choice("warmup", warmup, WARMUPS)
@@ -268,129 +279,108 @@ def hmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     elif warmup != "adapt":
         raise ValueError(f"step_size=None is not allowed with warmup={warmup!r}: a fixed "
                          f"step size must be given")
-    tgt = target_lib.resolve(target, predict_fn=predict_fn, mesh=mesh)
-    if trajectory_length is None:
-        trajectory_length = target_lib.default_trajectory_length(tgt)
-    trajectory_length = validation.positive_float("trajectory_length", trajectory_length)
-    key = validation.prng_key("key", key)
-    mesh = tgt.mesh
-    validation.chains_fit_mesh(num_chains, mesh)
+    lengths = []
 
-    key_init, key_chains, key_step = jax.random.split(key, 3)
-    positions = validation.start_positions("init", init, tgt, key_init, num_chains)
-    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
+    def build(tgt) -> Algorithm:
+        length = trajectory_length
+        if length is None:
+            length = target_lib.default_trajectory_length(tgt)
+        length = validation.positive_float("trajectory_length", length)
+        lengths.append(length)
+        return algorithm(tgt.logdensity_of, num_chains=num_chains, num_warmup=num_warmup,
+                         step_size=step_size, trajectory_length=length,
+                         max_num_steps=max_num_steps, target_accept=target_accept,
+                         mass_matrix=mass_matrix, warmup=warmup, thin=thin,
+                         divergence_threshold=divergence_threshold)
 
-    adapt = warmup == "adapt" and num_warmup > 0
-    adapt_mass = adapt and mass_matrix == "diagonal"
-    schedule = adaptation.stan_schedule(num_warmup, adapt_mass)
-    slow, window_end = jnp.asarray(schedule.slow), jnp.asarray(schedule.window_end)
-    chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
-    shard = None if mesh is None else driver.chain_sharding(mesh)
-
-    def logdensity_fn(tree):
-        return tgt.logdensity_of(tree)
-
-    @jax.jit
-    def start(tree, positions, chain_keys):
-        states = jax.vmap(lambda q: _init_state(q, logdensity_fn(tree)))(positions)
-        inverse_mass = (None if mass_matrix == "identity"
-                        else jax.tree.map(jnp.ones_like, positions))
-        if step_size is None:
-            keys = jax.random.split(key_step, num_chains)
-            eps = jax.vmap(lambda k, s, m: find_reasonable_step_size(
-                logdensity_fn(tree), k, s, trajectory_length, m))(keys, states, inverse_mass)
-        else:
-            eps = jnp.full((num_chains,), step_size, jnp.float32)
-        return HMCChains(chain_keys, states, eps, inverse_mass,
-                         jax.vmap(adaptation.dual_averaging_init)(eps),
-                         jax.vmap(adaptation.welford_init)(positions) if adapt_mass else None)
-
-    def transition(tree, c: HMCChains, t, step_size, metropolis):
-        kernel = build_kernel(logdensity_fn(tree), divergence_threshold=divergence_threshold)
-        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
-        n = num_integration_steps(trajectory_length, step_size, max_num_steps)
-        return kernel(key, c.state, step_size, n, c.inverse_mass, metropolis)
-
-    def warmup_one(tree, c: HMCChains, t):
-        if not adapt:
-            state, info = transition(tree, c, t, c.step_size, warmup != "no_metropolis")
-            return c._replace(state=state), info
-        eps = jnp.exp(c.dual_averaging.log_step_size)
-        state, info = transition(tree, c, t, eps, True)
-        da = adaptation.dual_averaging_update(c.dual_averaging, info.accept_prob,
-                                              target_accept)
-        inverse_mass, welford = c.inverse_mass, c.welford
-        if adapt_mass:
-            welford = _select(slow[t], adaptation.welford_update(welford, state.position),
-                              welford)
-            inverse_mass = _select(window_end[t], adaptation.welford_inverse_mass(welford),
-                                   inverse_mass)
-            welford = _select(window_end[t], adaptation.welford_init(state.position), welford)
-            # New metric, new scale: restart dual averaging from the current step.
-            da = _select(window_end[t],
-                         adaptation.dual_averaging_init(jnp.exp(da.log_step_size)), da)
-        last = t == num_warmup - 1
-        eps = jnp.where(last, jnp.exp(da.log_step_size_avg), jnp.exp(da.log_step_size))
-        return c._replace(state=state, step_size=eps, inverse_mass=inverse_mass,
-                          dual_averaging=da, welford=welford), info
-
-    def sample_one(tree, c: HMCChains, t):
-        def body(c, j):
-            state, info = transition(tree, c, t + j, c.step_size, True)
-            return c._replace(state=state), info
-        c, infos = jax.lax.scan(body, c, jnp.arange(thin))
-        last = jax.tree.map(lambda x: x[-1], infos)
-        return c, last._replace(accept_prob=jnp.mean(infos.accept_prob),
-                                is_divergent=jnp.any(infos.is_divergent))
-
-    positions = jax.device_put(positions, shard) if shard is not None else positions
-    chain_keys = jax.device_put(chain_keys, shard) if shard is not None else chain_keys
-    carry = start(tgt.tree, positions, chain_keys)
-    if shard is not None:
-        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
-
-    def chainwise(one):
-        return driver.chainwise(one, mesh)
-
-    predict = driver.chain_predict(tgt, eval_x)
-
-    config = {"sampler": "hmc", "num_chains": num_chains, "num_samples": num_samples,
-              "num_warmup": num_warmup, "step_size": step_size,
-              "trajectory_length": trajectory_length, "max_num_steps": max_num_steps,
-              "target_accept": target_accept, "mass_matrix": mass_matrix,
-              "warmup": warmup, "thin": thin, "divergence_threshold": divergence_threshold,
-              "key": target_lib.fingerprint(jax.random.key_data(key)),
-              "init": None if init is None else target_lib.fingerprint(init),
-              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
-              "target": tgt.description,
-              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
-
-    def info_of(c: HMCChains) -> dict:
-        eps = np.asarray(driver.to_host(c.step_size))
-        steps = np.asarray(driver.to_host(num_integration_steps(
-            trajectory_length, c.step_size, max_num_steps)))
-        return {"step_size": eps, "num_integration_steps": steps,
-                "trajectory_length": trajectory_length,
-                "trajectory_truncated": bool(np.any(np.ceil(trajectory_length / eps)
-                                                    > max_num_steps))}
-
-    plan = driver.Plan(num_warmup=num_warmup, num_samples=num_samples, thin=thin,
-                       checkpoint_every=checkpoint_every,
-                       checkpoint_seconds=checkpoint_seconds)
-    trace = driver.run(tree=tgt.tree, carry=carry, warmup_step=chainwise(warmup_one),
-                       sample_step=chainwise(sample_one),
-                       positions_of=lambda c: c.state.position, predict=predict,
-                       eval_x=eval_x, plan=plan, run_dir=run_dir, config=config,
-                       progress=progress, desc="hmc", info_of=info_of)
+    trace = driver.sample(build, target, key, init=init, num_chains=num_chains,
+                          num_samples=num_samples, num_warmup=num_warmup, thin=thin,
+                          eval_x=eval_x, predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
+                          checkpoint_every=checkpoint_every,
+                          checkpoint_seconds=checkpoint_seconds, progress=progress)
     if trace.info.get("trajectory_truncated"):
-        import warnings
-
-        warnings.warn(f"trajectory_length={trajectory_length:g} needs more than "
+        warnings.warn(f"trajectory_length={lengths[0]:g} needs more than "
                       f"max_num_steps={max_num_steps} steps at the step sizes "
                       f"{trace.info['step_size']}: trajectories were cut short; raise "
                       f"max_num_steps to sample with the requested length", stacklevel=2)
     return trace
 
 
-def _select(pred, new, old):
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), new, old)
+def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
+              step_size: float | None, trajectory_length: float, max_num_steps: int,
+              target_accept: float, mass_matrix: str, warmup: str, thin: int,
+              divergence_threshold: float) -> Algorithm:
+    """HMC for the driver (arguments checked by `hmc`); logdensity_of(tree) is
+    the log density inside the jitted steps."""
+    adapt = warmup == "adapt" and num_warmup > 0
+    window = adaptation_lib.window_adaptation(
+        num_warmup, adapt_mass=adapt and mass_matrix == "diagonal",
+        target_accept=target_accept)
+
+    def init(tree, positions, key_chains, key_step):
+        chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
+        states = jax.vmap(lambda q: _init_state(q, logdensity_of(tree)))(positions)
+        inverse_mass = (None if mass_matrix == "identity"
+                        else jax.tree.map(jnp.ones_like, positions))
+        cost = jnp.ones((num_chains,), jnp.float32)  # the first gradient
+        if step_size is None:
+            keys = jax.random.split(key_step, num_chains)
+            eps, search = jax.vmap(lambda k, s, m: _find_step_size(
+                logdensity_of(tree), k, s, trajectory_length, m))(keys, states, inverse_mass)
+            cost = cost + search
+        else:
+            eps = jnp.full((num_chains,), step_size, jnp.float32)
+        if adapt:
+            adapted = jax.vmap(window.init)(positions, eps)
+        else:
+            adapted = adaptation_lib.WindowAdaptationState(eps, inverse_mass, None, None)
+        return HMCChains(chain_keys, states, adapted), cost
+
+    def transition(tree, c: HMCChains, t, step_size, metropolis):
+        kernel = build_kernel(logdensity_of(tree), divergence_threshold=divergence_threshold)
+        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
+        n = num_integration_steps(trajectory_length, step_size, max_num_steps)
+        return kernel(key, c.state, step_size, n, c.adaptation.inverse_mass, metropolis)
+
+    def warmup_step(tree, c: HMCChains, t):
+        adapted = c.adaptation
+        if not adapt:
+            state, info = transition(tree, c, t, adapted.step_size, warmup != "no_metropolis")
+            return c._replace(state=state), info, _gradients(info)
+        eps = adaptation_lib.warmup_step_size(adapted)
+        state, info = transition(tree, c, t, eps, True)
+        adapted = window.update(adapted, t, state.position, info.accept_prob)
+        adapted = adaptation_lib.select(t == num_warmup - 1, window.final(adapted), adapted)
+        return c._replace(state=state, adaptation=adapted), info, _gradients(info)
+
+    def sample_step(tree, c: HMCChains, t):
+        def body(c, j):
+            state, info = transition(tree, c, t + j, c.adaptation.step_size, True)
+            return c._replace(state=state), info
+        c, infos = jax.lax.scan(body, c, jnp.arange(thin))
+        last = jax.tree.map(lambda x: x[-1], infos)
+        return c, last._replace(accept_prob=jnp.mean(infos.accept_prob),
+                                is_divergent=jnp.any(infos.is_divergent)), \
+            jnp.sum(_gradients(infos))
+
+    def info(c: HMCChains) -> dict:
+        eps = np.asarray(driver.to_host(c.adaptation.step_size))
+        steps = np.asarray(driver.to_host(num_integration_steps(
+            trajectory_length, c.adaptation.step_size, max_num_steps)))
+        return {"step_size": eps, "num_integration_steps": steps,
+                "trajectory_length": trajectory_length,
+                "trajectory_truncated": bool(np.any(np.ceil(trajectory_length / eps)
+                                                    > max_num_steps))}
+
+    settings = {"num_warmup": num_warmup, "step_size": step_size,
+                "trajectory_length": trajectory_length, "max_num_steps": max_num_steps,
+                "target_accept": target_accept, "mass_matrix": mass_matrix,
+                "warmup": warmup, "thin": thin, "divergence_threshold": divergence_threshold}
+    return Algorithm(name="hmc", init=init, warmup_step=warmup_step,
+                     sample_step=sample_step, position=lambda c: c.state.position,
+                     settings=settings, info=info, num_keys=2)
+
+
+def _gradients(info: HMCInfo) -> jax.Array:
+    """One gradient per leapfrog step taken (a divergent trajectory stops early)."""
+    return info.num_steps.astype(jnp.float32)

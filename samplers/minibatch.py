@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 
 def steps_per_epoch(num_data: int, batch_size: int) -> int:
@@ -85,7 +86,5 @@ def take(arrays, indices, mesh=None):
     batch = jax.tree.map(lambda a: jnp.take(a, indices, axis=0), arrays)
     if mesh is None or indices.shape[0] % mesh.shape["data"]:
         return batch
-    from jax.sharding import NamedSharding, PartitionSpec
-
     return jax.lax.with_sharding_constraint(
         batch, jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec("data")), batch))

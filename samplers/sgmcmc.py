@@ -37,6 +37,10 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from weightspace.samplers import driver, minibatch, schedules, validation
+from weightspace.samplers.algorithm import Algorithm
+from weightspace.samplers.trace import Trace
+
 PSGLD_ALPHA = 0.99   # Li et al. 2016
 PSGLD_LAMBDA = 1e-5  # Li et al. 2016
 SGHMC_FRICTION = 0.1  # SGD momentum 0.9; Chen et al. 2014 suggest 0.01-0.1
@@ -159,9 +163,7 @@ class SGMCMCChains(NamedTuple):
 
 def _block_end(schedule, thin: int, samples_per_cycle: int):
     """t -> last transition of the kept draw whose block starts at t."""
-    from weightspace.samplers.schedules import Cyclical
-
-    if not isinstance(schedule, Cyclical):
+    if not isinstance(schedule, schedules.Cyclical):
         return lambda t: t + thin - 1
     cycle = schedule.cycle_length
     ends = jnp.asarray(schedule.sampling_transitions(0, samples_per_cycle), jnp.int32)
@@ -175,9 +177,7 @@ def _block_end(schedule, thin: int, samples_per_cycle: int):
 
 def _draw_end_host(schedule, num_warmup: int, thin: int, samples_per_cycle: int):
     """j -> last transition of kept draw j (host ints), or None for evenly thinned draws."""
-    from weightspace.samplers.schedules import Cyclical
-
-    if not isinstance(schedule, Cyclical):
+    if not isinstance(schedule, schedules.Cyclical):
         return None
     cycle = schedule.cycle_length
     ends = schedule.sampling_transitions(0, samples_per_cycle)
@@ -193,20 +193,14 @@ def _draw_end_host(schedule, num_warmup: int, thin: int, samples_per_cycle: int)
     return draw_end
 
 
-def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_warmup,
-            batch_size, step_size, schedule, temperature, thin, samples_per_cycle,
-            eval_x, predict_fn, mesh, run_dir, checkpoint_every, checkpoint_seconds,
-            progress, kernel_options: dict):
-    from weightspace.samplers import driver, minibatch, schedules, target as target_lib
-    from weightspace.samplers import validation
-
-    validation.positive_int("num_chains", num_chains)
-    validation.positive_int("num_samples", num_samples)
+def _sgmcmc(kind: str, target, key, *, data, schedule, step_size, temperature,
+            batch_size, thin, samples_per_cycle, num_warmup, kernel_options: dict,
+            **common) -> Trace:
+    """The shared body of `sgld` and `sghmc`: the schedule's checks, then one
+    driver call with this module's `algorithm`."""
     validation.int_at_least("num_warmup", num_warmup, 0)
     validation.positive_int("thin", thin)
     validation.positive_int("samples_per_cycle", samples_per_cycle)
-    validation.positive_int("checkpoint_every", checkpoint_every)
-    validation.positive_float("checkpoint_seconds", checkpoint_seconds)
     temperature = validation.positive_float("temperature", temperature)
     if step_size is not None:
         step_size = validation.positive_float("step_size", step_size)
@@ -219,20 +213,26 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
         sched.sampling_transitions(0, samples_per_cycle)  # raises if they do not fit
     elif samples_per_cycle != 1:
         raise ValueError(f"samples_per_cycle={samples_per_cycle} needs a cyclical schedule")
-    tgt = target_lib.resolve_minibatch(target, data=data, predict_fn=predict_fn, mesh=mesh)
-    batch_size = validation.positive_int("batch_size", batch_size)
-    if batch_size > tgt.num_data:
-        raise ValueError(f"batch_size={batch_size} is larger than the {tgt.num_data} "
-                         f"training rows")
-    key = validation.prng_key("key", key)
-    mesh = tgt.mesh
-    validation.chains_fit_mesh(num_chains, mesh)
 
-    key_init, key_chains, key_batches = jax.random.split(key, 3)
-    positions = validation.start_positions("init", init, tgt, key_init, num_chains)
-    eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
+    def build(tgt) -> Algorithm:
+        batch = validation.positive_int("batch_size", batch_size)
+        if batch > tgt.num_data:
+            raise ValueError(f"batch_size={batch} is larger than the {tgt.num_data} "
+                             f"training rows")
+        return algorithm(kind, tgt, schedule=sched, batch_size=batch,
+                         temperature=temperature, num_warmup=num_warmup, thin=thin,
+                         samples_per_cycle=samples_per_cycle, kernel_options=kernel_options)
 
-    num_data = tgt.num_data
+    return driver.sample(build, target, key, data=data, minibatch=True,
+                         num_warmup=num_warmup, thin=thin, **common)
+
+
+def algorithm(kind: str, tgt, *, schedule, batch_size: int, temperature: float,
+              num_warmup: int, thin: int, samples_per_cycle: int,
+              kernel_options: dict) -> Algorithm:
+    """SGLD, pSGLD (kernel_options preconditioned=True) or SGHMC (kind "sghmc",
+    kernel_options friction=...) for the driver, on a MinibatchTarget."""
+    num_data, mesh = tgt.num_data, tgt.mesh
     if kind == "sghmc":
         kernel = build_sghmc_kernel
         options = {"temperature": temperature, **kernel_options}
@@ -242,23 +242,32 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
         options = {"temperature": temperature, "num_data": num_data, **kernel_options}
         preconditioned = kernel_options.get("preconditioned", False)
         init_state = lambda w: sgld_init(w, preconditioned)  # noqa: E731
-    block_end = _block_end(sched, thin, samples_per_cycle)
+    block_end = _block_end(schedule, thin, samples_per_cycle)
+    per_transition = batch_size / num_data  # full-batch gradients of one minibatch step
+
+    def init(tree, positions, key_chains, key_batches):
+        num_chains = jax.tree.leaves(positions)[0].shape[0]
+        chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
+        batch_keys = jax.random.key_data(jax.random.split(key_batches, num_chains))
+        carry = SGMCMCChains(chain_keys, batch_keys, jax.vmap(init_state)(positions))
+        return carry, jnp.zeros((num_chains,), jnp.float32)
 
     def transition(tree, c: SGMCMCChains, t):
         estimate = tgt.estimate_of(tree)
         idx = minibatch.batch_indices(jax.random.wrap_key_data(c.batch_key_data), t,
                                       num_data, batch_size)
         batch = minibatch.take(tgt.data_of(tree), idx, mesh)
-        eps, noise = sched(t)
+        eps, noise = schedule(t)
         step = kernel(estimate, **options)
         noise_key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
         state, info = step(noise_key, c.state, batch, eps, noise)
         return c._replace(state=state), info
 
-    def warmup_one(tree, c, t):
-        return transition(tree, c, t)
+    def warmup_step(tree, c, t):
+        c, info = transition(tree, c, t)
+        return c, info, jnp.float32(per_transition)
 
-    def sample_one(tree, c, t):
+    def sample_step(tree, c, t):
         t = jnp.asarray(t, jnp.int32)
 
         def body(i, carry):
@@ -270,42 +279,19 @@ def _sgmcmc(kind: str, target, key, *, data, init, num_chains, num_samples, num_
         # starting from it traces `transition` once instead of twice.
         shapes = jax.eval_shape(lambda: transition(tree, c, t)[1])
         none = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-        return jax.lax.fori_loop(t, block_end(t) + 1, body, (c, none))
+        end = block_end(t)
+        c, info = jax.lax.fori_loop(t, end + 1, body, (c, none))
+        return c, info, (end + 1 - t).astype(jnp.float32) * per_transition
 
-    shard = None if mesh is None else driver.chain_sharding(mesh)
-
-    chain_keys = jax.random.key_data(jax.random.split(key_chains, num_chains))
-    batch_keys = jax.random.key_data(jax.random.split(key_batches, num_chains))
-    carry = SGMCMCChains(chain_keys, batch_keys, jax.vmap(init_state)(positions))
-    if shard is not None:
-        carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
-
-    def chainwise(one):
-        return driver.chainwise(one, mesh)
-
-    predict = driver.chain_predict(tgt, eval_x)
-
-    config = {"sampler": kind, "num_chains": num_chains, "num_samples": num_samples,
-              "num_warmup": num_warmup, "batch_size": batch_size,
-              "schedule": repr(sched), "temperature": temperature, "thin": thin,
-              "samples_per_cycle": samples_per_cycle,
-              "kernel": {k: v for k, v in kernel_options.items()},
-              "key": target_lib.fingerprint(jax.random.key_data(key)),
-              "init": None if init is None else target_lib.fingerprint(init),
-              "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),
-              "target": tgt.description,
-              "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()}}
-    plan = driver.Plan(num_warmup=num_warmup, num_samples=num_samples, thin=thin,
-                       checkpoint_every=checkpoint_every,
-                       checkpoint_seconds=checkpoint_seconds,
-                       draw_end=_draw_end_host(sched, num_warmup, thin, samples_per_cycle))
-    return driver.run(tree=tgt.tree, carry=carry, warmup_step=chainwise(warmup_one),
-                      sample_step=chainwise(sample_one),
-                      positions_of=lambda c: c.state.position, predict=predict,
-                      eval_x=eval_x, plan=plan, run_dir=run_dir, config=config,
-                      progress=progress, desc=kind,
-                      info_of=lambda c: {"schedule": repr(sched), "batch_size": batch_size,
-                                         "num_data": num_data})
+    settings = {"num_warmup": num_warmup, "batch_size": batch_size,
+                "schedule": repr(schedule), "temperature": temperature, "thin": thin,
+                "samples_per_cycle": samples_per_cycle, "kernel": dict(kernel_options)}
+    return Algorithm(
+        name=kind, init=init, warmup_step=warmup_step, sample_step=sample_step,
+        position=lambda c: c.state.position, settings=settings, num_keys=2,
+        info=lambda c: {"schedule": repr(schedule), "batch_size": batch_size,
+                        "num_data": num_data},
+        draw_end=_draw_end_host(schedule, num_warmup, thin, samples_per_cycle))
 
 
 _COMMON_DOC = """
@@ -330,7 +316,8 @@ _COMMON_DOC = """
         resumes to the draws an uninterrupted one makes).
     Stats per draw: step_size, noise, minibatch_logdensity (the estimate at
     the last transition's start) and is_divergent (a non-finite step was
-    rejected in the draw's block).
+    rejected in the draw's block), grad_evals (the draw's transitions times
+    batch_size / num_data: full-batch-equivalent gradients).
 """
 
 
@@ -343,8 +330,6 @@ def sgld(target, key, *, data=None, init=None, num_chains: int = 1, num_samples:
     """Stochastic gradient Langevin dynamics chains (Welling and Teh 2011); with
     preconditioner="rmsprop", pSGLD (Li et al. 2016). Returns a `Trace`.
     """
-    from weightspace.samplers import validation
-
     if preconditioner is not None:
         validation.choice("preconditioner", preconditioner, ("rmsprop",))
     return _sgmcmc("sgld" if preconditioner is None else "psgld", target, key, data=data,
@@ -368,8 +353,6 @@ def sghmc(target, key, *, data=None, init=None, num_chains: int = 1, num_samples
     schedule=ws.samplers.cyclical(...), cyclical SGHMC (Zhang et al. 2020).
     step_size is the learning rate eps; friction alpha in (0, 1]. Returns a `Trace`.
     """
-    from weightspace.samplers import validation
-
     friction = validation.positive_float("friction", friction)
     if friction > 1:
         raise ValueError(f"friction must be in (0, 1] (1 - friction is the momentum); got "

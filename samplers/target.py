@@ -10,6 +10,7 @@ program rather than constants baked into it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import Any, Callable
 
@@ -98,8 +99,6 @@ def default_trajectory_length(target: Target) -> float:
 
 def fingerprint(tree) -> str:
     """A short hash of a pytree of arrays (init, eval_x) for run configs."""
-    import hashlib
-
     digest = hashlib.sha256()
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         arr = np.asarray(jax.device_get(leaf))

@@ -187,7 +187,7 @@ def test_posterior_defaults_trajectory_to_the_paper_rule_and_stores_predictions(
     kernel = jax.tree.leaves(trace.positions)[0]
     assert kernel.shape[:2] == (2, 3)
     assert set(trace.stats) == {"accept_prob", "is_accepted", "is_divergent", "energy_error",
-                                "num_steps", "step_size", "logdensity"}
+                                "num_steps", "step_size", "logdensity", "grad_evals"}
     assert all(v.shape == (2, 3) for v in trace.stats.values())
 
 
