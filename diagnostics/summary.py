@@ -30,6 +30,11 @@ class Summary:
         mean log density, last step size and number of leapfrog steps (those
         the trace's stats have).
     notes: what was left out and why (e.g. one chain: no R-hat).
+    cost: what the run cost in full-batch-equivalent gradient evaluations, all
+        chains together (when the trace's stats have "grad_evals"): warmup
+        (from trace.info["warmup_grad_evals"], start and warmup), sampling and
+        total; each ESS row then also has per_1000_grad_evals {q: ESS quantile
+        per 1,000 gradients of the total}.
     rhat_values: {space: the R-hat pytree the row summarizes}, for figures
         (`plot_rhat`) without computing R-hat again; not part of `to_dict()`.
     `str(summary)` prints the tables; `to_dict()` is JSON-ready.
@@ -41,6 +46,7 @@ class Summary:
     chains: list
     notes: list
     rhat_values: dict = dataclasses.field(default_factory=dict, repr=False)
+    cost: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -85,10 +91,19 @@ def format_summary(s: Summary) -> str:
         out.append("")
     if s.ess:
         quantiles = list(s.ess[0]["quantiles"])
-        out += _table(["ESS", "n", *map(_q, quantiles)], [
+        per_grad = "per_1000_grad_evals" in s.ess[0]
+        out += _table(["ESS", "n", *map(_q, quantiles),
+                       *(["median per 1k gradients"] if per_grad else [])], [
             [f"{r['space']} {r['kind']}", f"{r['count']:,}",
-             *(_num(r["quantiles"][q], 3) for q in quantiles)] for r in s.ess])
+             *(_num(r["quantiles"][q], 3) for q in quantiles),
+             *([_num(r["per_1000_grad_evals"][0.5], 3)] if per_grad else [])]
+            for r in s.ess])
         out.append("")
+    if s.cost:
+        c = s.cost
+        out += [f"cost: {c['total_grad_evals']:,.0f} full-batch-equivalent gradient "
+                f"evaluations over all chains (warmup {c['warmup_grad_evals']:,.0f}, "
+                f"sampling {c['sampling_grad_evals']:,.0f})", ""]
     if s.chains:
         columns = [("draws", "draws", lambda v: f"{v:,}"),
                    ("accept_prob", "acceptance", lambda v: f"{v:.3f}"),
@@ -179,5 +194,23 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
                 pooled = rhat_summary(values, thresholds=(), quantiles=ESS_QUANTILES)
                 ess_rows.append({"space": space, "kind": kind, "count": pooled["count"],
                                  "quantiles": pooled["quantiles"]})
+    cost = _cost(trace)
+    if cost and cost["total_grad_evals"] > 0:
+        for r in ess_rows:
+            r["per_1000_grad_evals"] = {q: 1000.0 * v / cost["total_grad_evals"]
+                                        for q, v in r["quantiles"].items()}
     return Summary(method, rhat_rows, ess_rows,
-                   _chain_rows(trace.stats, num_chains, num_draws), notes, rhat_values)
+                   _chain_rows(trace.stats, num_chains, num_draws), notes, rhat_values,
+                   cost)
+
+
+def _cost(trace) -> dict:
+    """Gradients of the run, all chains: {} when the trace does not count them."""
+    stats = trace.stats or {}
+    if "grad_evals" not in stats:
+        return {}
+    sampling = float(np.sum(np.asarray(stats["grad_evals"], np.float64)))
+    info = getattr(trace, "info", None) or {}
+    warmup = float(np.sum(np.asarray(info.get("warmup_grad_evals", 0.0), np.float64)))
+    return {"warmup_grad_evals": warmup, "sampling_grad_evals": sampling,
+            "total_grad_evals": warmup + sampling}

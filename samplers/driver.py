@@ -35,10 +35,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from weightspace.jsonio import is_writer, read_json, write_json
 from weightspace.samplers import target as target_lib
 from weightspace.samplers import validation
 from weightspace.samplers.algorithm import Algorithm
-from weightspace.samplers import storage
 from weightspace.samplers.storage import RunStore, read_run
 from weightspace.samplers.trace import Trace, leaf_name
 
@@ -319,8 +319,8 @@ def _checkpoint_state(carry, warmup_cost):
 def _write_warmup_cost(run_dir, warmup_cost) -> None:
     """Warmup's cost into the run directory (process 0), once it is final."""
     path = Path(run_dir).expanduser().absolute() / WARMUP_COST_FILE
-    if jax.process_index() == 0 and not path.is_file():
-        storage._write_json(path, {"grad_evals": [float(c) for c in warmup_cost]})
+    if is_writer() and not path.is_file():
+        write_json(path, {"grad_evals": [float(c) for c in warmup_cost]})
 
 
 def _record_spec(tree, carry, sample_step, positions_of, predict, eval_x, plan):
@@ -392,6 +392,6 @@ def load(run_dir, *, template=None, _info: dict | None = None) -> Trace:
     info = {"run_dir": str(run_dir), "config": config}
     cost_file = Path(run_dir) / WARMUP_COST_FILE
     if cost_file.is_file():
-        info["warmup_grad_evals"] = np.asarray(storage._read_json(cost_file)["grad_evals"])
+        info["warmup_grad_evals"] = np.asarray(read_json(cost_file)["grad_evals"])
     info.update(_info or {})
     return _assemble(arrays, template, info)

@@ -178,7 +178,7 @@ def find_reasonable_step_size(logdensity_fn: Callable, key, state: HMCState,
 def _find_step_size(logdensity_fn: Callable, key, state: HMCState, initial: float = 1.0,
                     inverse_mass=None, max_iterations: int = 100):
     """(step size, gradients spent) of `find_reasonable_step_size`: one
-    one-step leapfrog for the direction, one per test of the loop."""
+    one-step leapfrog (one gradient) per step size tried."""
     value_and_grad = jax.value_and_grad(logdensity_fn)
     momentum = sample_momentum(key, state.position, inverse_mass)
     h0 = -state.logdensity + kinetic_energy(momentum, inverse_mass)
@@ -189,20 +189,24 @@ def _find_step_size(logdensity_fn: Callable, key, state: HMCState, initial: floa
         return jnp.where(jnp.isfinite(error), -error, -jnp.inf)
 
     eps0 = jnp.asarray(initial, jnp.float32)
-    direction = jnp.where(log_accept(eps0) > math.log(0.5), 1.0, -1.0)
+    first = log_accept(eps0)
+    direction = jnp.where(first > math.log(0.5), 1.0, -1.0)
 
+    # The loop carries the last size's log acceptance, so its test evaluates no
+    # gradient: under vmap a while loop's test also runs inside its body.
     def cond(carry):
-        i, eps = carry
-        crossed = direction * log_accept(eps) <= direction * math.log(0.5)
+        i, _, log_acc = carry
+        crossed = direction * log_acc <= direction * math.log(0.5)
         return (i < max_iterations) & ~crossed
 
     def body(carry):
-        i, eps = carry
-        return i + 1, eps * 2.0**direction
+        i, eps, _ = carry
+        eps = eps * 2.0**direction
+        return i + 1, eps, log_accept(eps)
 
-    tries, eps = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0))
+    tries, eps, _ = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), eps0, first))
     # The last doubling overshot: step back, as the last size that did not cross.
-    return jnp.where(direction > 0, eps / 2.0, eps), (tries + 2).astype(jnp.float32)
+    return jnp.where(direction > 0, eps / 2.0, eps), (tries + 1).astype(jnp.float32)
 
 
 # -- the sampler: chains, warmup, driver -------------------------------------
