@@ -51,8 +51,8 @@ class Algorithm:
         draw_end's next end).
     position(carry) -> the position pytree (for one chain or all).
     settings: what identifies a run besides the driver's own fields (sampler,
-        chains, samples, key, init, eval inputs, target, mesh): a JSON-able
-        dict, compared on resume.
+        chains, samples, warmup, thin, key, init, eval inputs, target, mesh): a
+        JSON-able dict, compared on resume (only num_samples may grow).
     info(carry) -> dict of run facts for Trace.info (carry of all chains).
     num_keys: PRNG keys `init` takes.
     draw_end: j -> last transition of kept draw j (host ints) when draws are

@@ -169,7 +169,8 @@ def sample(build: Callable[[Any], Algorithm], target, key, *, init=None, data=No
         carry = jax.device_put(carry, jax.tree.map(lambda _: shard, carry))
 
     config = {"sampler": algorithm.name, "num_chains": num_chains,
-              "num_samples": num_samples, **algorithm.settings,
+              "num_samples": num_samples, "num_warmup": num_warmup, "thin": thin,
+              **algorithm.settings,
               "key": target_lib.fingerprint(jax.random.key_data(key)),
               "init": None if init is None else target_lib.fingerprint(init),
               "eval_x": None if eval_x is None else target_lib.fingerprint(eval_x),

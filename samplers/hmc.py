@@ -376,10 +376,10 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
                 "trajectory_truncated": bool(np.any(np.ceil(trajectory_length / eps)
                                                     > max_num_steps))}
 
-    settings = {"num_warmup": num_warmup, "step_size": step_size,
+    settings = {"step_size": step_size,
                 "trajectory_length": trajectory_length, "max_num_steps": max_num_steps,
                 "target_accept": target_accept, "mass_matrix": mass_matrix,
-                "warmup": warmup, "thin": thin, "divergence_threshold": divergence_threshold}
+                "warmup": warmup, "divergence_threshold": divergence_threshold}
     return Algorithm(name="hmc", init=init, warmup_step=warmup_step,
                      sample_step=sample_step, position=lambda c: c.state.position,
                      settings=settings, info=info, num_keys=2)

@@ -283,8 +283,8 @@ def algorithm(kind: str, tgt, *, schedule, batch_size: int, temperature: float,
         c, info = jax.lax.fori_loop(t, end + 1, body, (c, none))
         return c, info, (end + 1 - t).astype(jnp.float32) * per_transition
 
-    settings = {"num_warmup": num_warmup, "batch_size": batch_size,
-                "schedule": repr(schedule), "temperature": temperature, "thin": thin,
+    settings = {"batch_size": batch_size, "schedule": repr(schedule),
+                "temperature": temperature,
                 "samples_per_cycle": samples_per_cycle, "kernel": dict(kernel_options)}
     return Algorithm(
         name=kind, init=init, warmup_step=warmup_step, sample_step=sample_step,
