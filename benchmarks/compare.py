@@ -78,7 +78,7 @@ def main() -> None:
                         help="write the runs' output directories under this directory "
                              "(default: a temporary directory, removed)")
     args = parser.parse_args()
-    from weightspace.experiments.compare import format_table
+    from weightspace.experiments.comparison import format_table
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(args.keep or tmp)

@@ -9,16 +9,18 @@
   against chain length (`weightspace mixing`).
 - `llc_vs_generalization(out)`: the LLCs of a comparison against test NLL and
   the generalization gap (`weightspace llc-vs-generalization`).
+- `rebuild`: the posterior of a run directory from its command.json
+  (`rebuild.read_command`, `rebuild.from_command`).
+
+The package `comparison` holds `compare` (the function keeps the public
+name). The command line (weightspace.cli) sits on top of these studies.
 """
 
-from weightspace.experiments import presets
-from weightspace.experiments.compare import compare
-from weightspace.experiments.generalization import (
-           LLCGeneralization,
-           llc_vs_generalization,
-)
+from weightspace.experiments import presets, rebuild
+from weightspace.experiments.comparison import compare
+from weightspace.experiments.generalization import LLCGeneralization, llc_vs_generalization
 from weightspace.experiments.mixing import MixingResult, mixing, plot_mixing
 from weightspace.experiments.presets import PRESETS, Preset
 
 __all__ = ["PRESETS", "LLCGeneralization", "MixingResult", "Preset", "compare",
-           "llc_vs_generalization", "mixing", "plot_mixing", "presets"]
+           "llc_vs_generalization", "mixing", "plot_mixing", "presets", "rebuild"]

@@ -15,7 +15,6 @@ Pearson's correlation, over all positions and within each method.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -25,15 +24,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from scipy import stats
-from weightspace.experiments.compare import (
-    _LABELS,
-    METHODS,
-    _fmt,
-    _is_writer,
-    _write_json,
-)
 
-from weightspace.cli import _jsonable
+from weightspace.experiments.methods import LABELS, METHODS
+from weightspace.experiments.tables import fixed_width, fmt
+from weightspace.jsonio import is_writer, jsonable, write_json
 
 FORMAT = 1
 # A correlation of fewer points is not reported (and below 3 it is +-1 or undefined).
@@ -81,46 +75,37 @@ class LLCGeneralization:
         """One line per position, then each method's means over its finite values."""
         header = ["method", "chain", "draw", "LLC", "LLC std", "LLC SE", "train NLL",
                   "test NLL", "gap", "test acc", "flags"]
-        lines = [[r["method"], str(r["chain"]), str(r["draw"]), _fmt(r["llc"], 3),
-                  _fmt(r["llc_std"], 3), _fmt(r["llc_se"], 3), _fmt(r["train_nll"]),
-                  _fmt(r["test_nll"]), _fmt(r["gap"]), _fmt(r["test_accuracy"]),
+        lines = [[r["method"], str(r["chain"]), str(r["draw"]), fmt(r["llc"], 3),
+                  fmt(r["llc_std"], 3), fmt(r["llc_se"], 3), fmt(r["train_nll"]),
+                  fmt(r["test_nll"]), fmt(r["gap"]), fmt(r["test_accuracy"]),
                   "; ".join(r["flags"]) or "-"] for r in self.rows]
         for method in _methods(self.rows):
             rows = [r for r in self.rows if r["method"] == method]
             flagged = sum(bool(r["flags"]) for r in rows)
-            lines.append([method, "mean", f"n={len(rows)}", _fmt(_mean(rows, "llc"), 3), "",
-                          "", *(_fmt(_mean(rows, k)) for k in
+            lines.append([method, "mean", f"n={len(rows)}", fmt(_mean(rows, "llc"), 3), "",
+                          "", *(fmt(_mean(rows, k)) for k in
                                 ("train_nll", "test_nll", "gap", "test_accuracy")),
                           f"{flagged} flagged" if flagged else "-"])
-        return _fixed_width(header, lines, left=(0, len(header) - 1))
+        return fixed_width(header, lines, left=(0, len(header) - 1))
 
     def correlation_table(self) -> str:
         """Spearman and Pearson of LLC against test NLL and the gap, by group."""
         header = ["LLC against", "positions", "n", "Spearman", "Pearson"]
         groups = {"all": self.correlations["all"], **self.correlations["by_method"]}
-        lines = [[what, group, str(c["n"]), _fmt(c["spearman"], 3), _fmt(c["pearson"], 3)]
+        lines = [[what, group, str(c["n"]), fmt(c["spearman"], 3), fmt(c["pearson"], 3)]
                  for group, pairs in groups.items()
                  for what, c in zip(("test NLL", "gap"), pairs.values())]
-        return _fixed_width(header, lines, left=(0, 1))
+        return fixed_width(header, lines, left=(0, 1))
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN as None."""
-        return {"format": FORMAT, **_jsonable(dataclasses.asdict(self))}
+        return {"format": FORMAT, **jsonable(dataclasses.asdict(self))}
 
     def __str__(self) -> str:
         title = "LLC against generalization" + "".join(
             f", {k} {v}" for k, v in (("preset", self.preset), ("data", self.dataset)) if v)
         return "\n".join([title, self.table(), "", self.correlation_table(),
                           *(f"note: {n}" for n in self.notes)])
-
-
-def _fixed_width(header: list[str], rows: list[list[str]], left=(0,)) -> str:
-    """Columns padded to their widest cell: those of `left` (indices) left-aligned,
-    the others (numbers) right-aligned."""
-    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) if k in left else c.rjust(w)
-                               for k, (c, w) in enumerate(zip(r, widths))).rstrip()
-                     for r in [header, *rows])
 
 
 def _methods(rows: list[dict]) -> list[str]:
@@ -142,9 +127,10 @@ def _where(source, name: str) -> str:
     return f"{name} {source}" if name.startswith("--") else f"{name}={str(source)!r}"
 
 
-def _load(source, name: str = "source") -> tuple[dict, Path | None]:
-    """(results, the directory or None), with every check of the input; errors
-    name `name` ("source", or "--out" for the command)."""
+def load_results(source, name: str = "source") -> tuple[dict, Path | None]:
+    """(results, the directory or None) of a compare output directory or results
+    dict, with every check of the input; errors name `name` ("source", or "--out"
+    for the command)."""
     directory = None
     where = _where(source, name)
     if isinstance(source, (str, os.PathLike)) and str(source):
@@ -293,7 +279,7 @@ def llc_vs_generalization(source, *, out=None, figure: bool = True) -> LLCGenera
     Positions whose LLC is null stay in the table and are left out of the
     correlations and the figure, with a note.
     """
-    results, directory = _load(source)
+    results, directory = load_results(source)
     if not isinstance(figure, bool):
         raise TypeError(f"figure must be True or False; got figure={figure!r}")
     if out is None:
@@ -314,14 +300,14 @@ def llc_vs_generalization(source, *, out=None, figure: bool = True) -> LLCGenera
         preset=preset.get("name") if isinstance(preset, dict) else preset,
         dataset=(f"{data['name']} ({data.get('num_train')} train, {data.get('num_test')} "
                  f"test)" if data.get("name") else None))
-    if out is None or not _is_writer():
+    if out is None or not is_writer():
         return result
     out.mkdir(parents=True, exist_ok=True)
     if figure:
         fig = plot_llc_vs_generalization(result)
         fig.savefig(out / FIGURE, format="png", dpi=DPI)
         result = dataclasses.replace(result, figure=str(out / FIGURE))
-    _write_json(out / JSON, result.to_dict())
+    write_json(out / JSON, result.to_dict())
     return result
 
 
@@ -348,7 +334,7 @@ def plot_llc_vs_generalization(result: LLCGeneralization) -> Figure:
             ax.errorbar([r["llc"] for r in rows], [r[key] for r in rows],
                         xerr=np.where(np.isfinite(se), se, 0.0), linestyle="none",
                         marker=_MARKERS.get(method, "D"), color=color, capsize=2,
-                        label=_LABELS.get(method, method))
+                        label=LABELS.get(method, method))
         c = result.correlations["all"][pair]
         rho = "undefined" if c["spearman"] is None else f"{c['spearman']:.2f}"
         # Above the axes' right corner, where it cannot hide a point.
@@ -366,40 +352,3 @@ def plot_llc_vs_generalization(result: LLCGeneralization) -> Figure:
     fig.suptitle("Local learning coefficient against generalization"
                  + (f": {where}" if where else ""))
     return fig
-
-
-# ------------------------------------------------------------------ command line
-
-def _command(args) -> int:
-    from weightspace.cli import CommandError
-
-    try:
-        results, _ = _load(args.out, name="--out")
-        result = llc_vs_generalization(results, out=args.out, figure=not args.no_figure)
-    except GeneralizationError as err:
-        raise CommandError(str(err)) from None
-    print(result)
-    if _is_writer():
-        written = [p for p in (result.figure, str(Path(args.out) / JSON)) if p]
-        print(f"wrote {', '.join(written)}")
-    return 0
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register `weightspace llc-vs-generalization` on an argparse subparsers object."""
-    p = subparsers.add_parser(
-        "llc-vs-generalization",
-        help="LLC against test NLL and the generalization gap, from a compare run",
-        description="Reads DIR/results.json of `weightspace compare` and relates the local "
-                    "learning coefficient at each position (the SGD solution, the deep-"
-                    "ensemble members, the HMC draws) to its test NLL and its "
-                    "generalization gap (test NLL - training NLL): a table, Spearman and "
-                    "Pearson correlations over all positions and per method (with at "
-                    f"least {MIN_POINTS} positions), and a figure. Writes {FIGURE} and "
-                    f"{JSON} into DIR.")
-    p.add_argument("--out", required=True, metavar="DIR",
-                   help="the output directory of `weightspace compare`; the figure and "
-                        "the JSON are written there")
-    p.add_argument("--no-figure", action="store_true", help=f"do not draw {FIGURE}")
-    p.set_defaults(func=_command)
-    return p

@@ -22,7 +22,6 @@ length in words computed from those numbers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import os
@@ -35,9 +34,11 @@ from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from weightspace.checks import int_at_least
 from weightspace.diagnostics.align import align_permutations
 from weightspace.diagnostics.rhat import METHODS, rhat, rhat_summary
-from weightspace.samplers.validation import int_at_least as _int_at_least
+from weightspace.experiments.tables import fixed_width
+from weightspace.jsonio import jsonable, write_json
 
 SPACES = ("weights", "weights (aligned)", "predictions")
 # Split R-hat halves every chain; rank R-hat needs at least 2 draws per half.
@@ -60,9 +61,9 @@ def length_grid(num_draws: int, num: int = NUM_LENGTHS, start: int = MIN_LENGTH
                 ) -> tuple[int, ...]:
     """About `num` chain lengths log-spaced from `start` to `num_draws` (both
     included), rounded to integers, duplicates dropped (short chains give fewer)."""
-    num_draws = _int_at_least("num_draws", num_draws, MIN_LENGTH)
-    num = _int_at_least("num", num, 1)
-    start = min(_int_at_least("start", start, MIN_LENGTH), num_draws)
+    num_draws = int_at_least("num_draws", num_draws, MIN_LENGTH)
+    num = int_at_least("num", num, 1)
+    start = min(int_at_least("start", start, MIN_LENGTH), num_draws)
     if num == 1:
         return (num_draws,)
     grid = np.rint(np.geomspace(start, num_draws, num)).astype(int)
@@ -143,7 +144,7 @@ class MixingResult:
         """JSON-ready (thresholds and quantiles as string keys, NaN as None)."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
                if f.name not in ("rhat_values", "paths")}
-        return {"format": FORMAT, **_jsonable(out)}
+        return {"format": FORMAT, **jsonable(out, key=_key)}
 
     def table(self) -> str:
         header = ["draws", "space", "n", *(f"< {t:g}" for t in self.thresholds),
@@ -155,13 +156,9 @@ class MixingResult:
                              *(_percent(c["fraction_below"][t][i]) for t in self.thresholds),
                              *(_number(c["quantiles"][q][i]) for q in QUANTILES),
                              f"{c['nan_count'][i]:,}"])
-        widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) if k < 2 else cell.rjust(w)
-                           for k, (cell, w) in enumerate(zip(row, widths))).rstrip()
-                 for row in [header, *rows]]
         title = (f"R-hat ({self.method}) of the first N draws of {self.num_chains} chains "
                  f"({self.num_draws} draws each)")
-        return "\n".join([title, *lines])
+        return "\n".join([title, fixed_width(header, rows, left=(0, 1))])
 
     def __str__(self) -> str:
         return "\n".join([self.table(), "", self.verdict, *(f"note: {n}" for n in self.notes)])
@@ -187,17 +184,9 @@ def _percent(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {(f"{k:g}" if isinstance(k, float) else str(k)): _jsonable(v)
-                for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+def _key(k) -> str:
+    """A JSON key: thresholds and quantiles as written in the table (1.1, 0.5, 1)."""
+    return f"{k:g}" if isinstance(k, float) else str(k)
 
 
 # ------------------------------------------------------------------ the study
@@ -282,7 +271,7 @@ def mixing(trace: Any, network: Any = None, *, lengths=None, out=None,
     positions = trace.positions
     predictions = getattr(trace, "predictions", None)
     num_chains, num_draws = _shape_check(positions, predictions)
-    num_lengths = _int_at_least("num_lengths", num_lengths, 1)
+    num_lengths = int_at_least("num_lengths", num_lengths, 1)
     lengths = (length_grid(num_draws, num_lengths) if lengths is None
                else check_lengths(lengths, num_draws))
     thresholds = _check_thresholds(thresholds)
@@ -341,18 +330,9 @@ def mixing(trace: Any, network: Any = None, *, lengths=None, out=None,
         out.mkdir(parents=True, exist_ok=True)
         paths = {"figure": str(out / "mixing.png"), "json": str(out / "mixing.json")}
         plot_mixing(result, path=paths["figure"])
-        _write_json(Path(paths["json"]), result.to_dict())
+        write_json(paths["json"], result.to_dict())
         result.paths.update(paths)
     return result
-
-
-def _write_json(path: Path, obj) -> None:
-    """Replace `path` atomically (a killed writer leaves the old file or none)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, allow_nan=False)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------ the verdict
@@ -484,81 +464,3 @@ def plot_mixing(result: MixingResult, *, path=None) -> Figure:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", dpi=DPI)
     return fig
-
-
-# ------------------------------------------------------------------ command line
-
-def add_parser(subparsers):
-    """Register `weightspace mixing` on the `weightspace` command's subparsers."""
-    from weightspace.cli import _int_list
-
-    p = subparsers.add_parser(
-        "mixing", help="R-hat in weight space (raw, aligned) and function space against "
-                       "chain length, for a run",
-        description="The weight-space against function-space mixing study "
-                    "(ws.experiments.mixing) on a run directory of `weightspace sample`: "
-                    "R-hat of the weights, of the permutation-aligned weights and of the "
-                    "test-set predictions on the first N draws of every chain, for a grid "
-                    "of N. The network for alignment is rebuilt from the run's "
-                    "command.json; without one, alignment is skipped with a note. Writes "
-                    "mixing.png and mixing.json into --out and prints the table and the "
-                    "verdict.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR",
-                   help="a run directory of `weightspace sample` (with test predictions)")
-    p.add_argument("--out", default=None, metavar="DIR", help="default RUN_DIR")
-    p.add_argument("--lengths", type=_int_list, default=None,
-                   help=f"comma-separated draws per chain, each >= {MIN_LENGTH} (default "
-                        f"{NUM_LENGTHS} log-spaced from {MIN_LENGTH} to all draws)")
-    p.add_argument("--method", default="rank", choices=METHODS,
-                   help="R-hat estimator (default rank, Vehtari et al. 2021)")
-    p.add_argument("--no-align", action="store_true",
-                   help="skip permutation alignment (it runs a weight matching per draw)")
-    p.set_defaults(func=run_command)
-    return p
-
-
-def run_command(args) -> int:
-    """`weightspace mixing`: see `add_parser`."""
-    import weightspace as ws
-    from weightspace.cli import CommandError, _read_command, _rebuild
-
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        raise CommandError(f"--run {run_dir}: no such directory")
-    if not (run_dir / "config.json").is_file():
-        raise CommandError(f"--run {run_dir} is not a run directory (no config.json)")
-    network = None
-    if args.no_align:
-        print("note: --no-align: the weights are not permutation-aligned")
-    elif (run_dir / "command.json").is_file():
-        _, network, _ = _rebuild(_read_command(run_dir))
-    else:
-        print(f"note: {run_dir} has no command.json (not made by `weightspace sample`), so "
-              f"the network cannot be rebuilt and permutation alignment is skipped; in "
-              f"Python, pass network= to ws.experiments.mixing")
-    trace = ws.samplers.load(run_dir)
-    if trace.num_chains < 2 or trace.num_draws < MIN_LENGTH:
-        raise CommandError(f"--run {run_dir} holds {trace.num_chains} chain(s) of "
-                           f"{trace.num_draws} draw(s); R-hat needs at least 2 chains of "
-                           f"{MIN_LENGTH} draws (an SGD run has one draw per member)")
-    if trace.predictions is None:
-        raise CommandError(f"--run {run_dir} holds no test-set predictions (sampled with "
-                           f"--no-eval?): function-space R-hat needs them")
-    lengths = None
-    if args.lengths is not None:
-        try:
-            lengths = check_lengths(args.lengths, trace.num_draws, name="--lengths")
-        except (TypeError, ValueError) as err:
-            raise CommandError(str(err)) from None
-    out = run_dir if args.out is None else Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {out} exists and is not a directory")
-    print(f"R-hat of {trace} from {run_dir}"
-          + (", aligning the weights first" if network is not None else ""), flush=True)
-    try:
-        result = mixing(trace, network, lengths=lengths, out=out, method=args.method)
-    except ValueError as err:  # e.g. the rebuilt network does not fit the stored draws
-        raise CommandError(f"--run {run_dir}: {err}", 1) from None
-    print(result)
-    print(f"wrote {result.paths['figure']}, {result.paths['json']}")
-    return 0

@@ -17,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 from conftest import one_device_mesh, run_command
 from weightspace.experiments import presets
-from weightspace.experiments.compare import STAGES
+from weightspace.experiments.comparison import STAGES
 
 import weightspace as ws
 from weightspace.cli import main as weightspace_main

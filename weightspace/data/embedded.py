@@ -18,6 +18,7 @@ _SPLIT_SEED = 0
 
 
 def _split(x, y, *, stratify: bool, test_fraction: float):
+    # scikit-learn takes seconds to import: only when a dataset is loaded.
     from sklearn.model_selection import train_test_split
 
     return train_test_split(x, y, test_size=test_fraction, random_state=_SPLIT_SEED,
@@ -37,6 +38,7 @@ def load_digits(*, seed: int = 0, data_dir=None, n_train: int | None = None,
                 rows: RowsFn | None = None) -> Dataset:
     """scikit-learn's 1,797 handwritten digits as (8, 8, 1) images in [0, 1]
     (pixel counts 0..16 divided by 16); fixed stratified 80/20 split."""
+    # scikit-learn takes seconds to import: only when a dataset is loaded.
     from sklearn.datasets import load_digits as sk_digits
 
     raw = sk_digits()
@@ -53,6 +55,7 @@ def load_diabetes(*, seed: int = 0, data_dir=None, n_train: int | None = None,
     """scikit-learn's diabetes regression (442 patients, 10 features); features
     and target standardized with training-split statistics; fixed 80/20 split.
     `info["y_mean"]`, `info["y_std"]` undo the target scaling."""
+    # scikit-learn takes seconds to import: only when a dataset is loaded.
     from sklearn.datasets import load_diabetes as sk_diabetes
 
     raw = sk_diabetes()

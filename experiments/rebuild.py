@@ -1,0 +1,94 @@
+"""Rebuilding the posterior of a run directory from its command.json.
+
+`weightspace sample` writes RUN_DIR/command.json before sampling: the dataset,
+network, prior, temperature, seed and sampler of the run (`REBUILD_KEYS`), so
+that later commands (`weightspace llc --run`, `weightspace mixing --run`) and
+notebooks rebuild the same posterior:
+
+    command = read_command("runs/hmc")
+    data, network, post = from_command(command)
+    trace = ws.samplers.load("runs/hmc", template=post.init(key))
+
+data_dir says where the data are, not which: it may change between a run and
+its resume.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from weightspace import data as data_lib
+from weightspace import models
+from weightspace.jsonio import read_json
+
+COMMAND_FORMAT = 1
+REBUILD_KEYS = ("dataset", "data_dir", "n_train", "model", "hidden", "prior_variance",
+                "temperature", "seed", "sampler")
+MODELS = ("mlp", "linear", "lenet5", "resnet20frn", "cnnlstm")
+
+
+class RebuildError(ValueError):
+    """A run directory whose posterior cannot be rebuilt (names the directory and why)."""
+
+
+def network(model: str, hidden, data):
+    """The network `model` (a name of MODELS; `hidden`: the MLP's hidden widths)
+    with the outputs of `data` (its classes, or its target dimensions)."""
+    outputs = data.num_classes if data.num_classes is not None else data.y_train.shape[1]
+    if model == "mlp":
+        return models.MLP(tuple(hidden), outputs)
+    if model == "linear":
+        return models.MLP((), outputs)
+    if model == "lenet5":
+        return models.LeNet5(outputs)
+    if model == "resnet20frn":
+        return models.ResNet20FRN(outputs)
+    if model == "cnnlstm":
+        return models.CNNLSTM(vocab_size=data.info.get("vocab_size", 20000),
+                              num_outputs=outputs)
+    raise ValueError(f"model={model!r} is not allowed: choose one of "
+                     f"{', '.join(map(repr, MODELS))}")
+
+
+def from_command(command: dict):
+    """(data, network, posterior) of a command.json."""
+    data = data_lib.load(command["dataset"], seed=command["seed"],
+                         data_dir=command["data_dir"], n_train=command["n_train"])
+    net = network(command["model"], command["hidden"] or (), data)
+    post = models.posterior(net, data, prior_variance=command["prior_variance"],
+                            temperature=command["temperature"])
+    return data, net, post
+
+
+def _where(run_dir, name: str) -> str:
+    """How errors name the run directory: `--run DIR` for a flag, else run_dir='DIR'."""
+    return f"{name} {run_dir}" if name.startswith("--") else f"{name}={str(run_dir)!r}"
+
+
+def check_run_dir(run_dir, name: str = "run_dir") -> Path:
+    """`run_dir` as a Path if it is a run directory (it holds config.json), else
+    a RebuildError naming it as `name` (e.g. "--run" for the command line)."""
+    run_dir = Path(run_dir)
+    where = _where(run_dir, name)
+    if not run_dir.is_dir():
+        raise RebuildError(f"{where}: no such directory")
+    if not (run_dir / "config.json").is_file():
+        raise RebuildError(f"{where} is not a run directory (no config.json)")
+    return run_dir
+
+
+def read_command(run_dir, name: str = "run_dir") -> dict:
+    """The command.json of a run directory, checked to hold every key of
+    REBUILD_KEYS in this format; errors name the directory as `name`."""
+    run_dir = check_run_dir(run_dir, name)
+    where = _where(run_dir, name)
+    path = run_dir / "command.json"
+    if not path.is_file():
+        raise RebuildError(f"{where} has no command.json: it was not made by `weightspace "
+                           f"sample`, so its posterior cannot be rebuilt from it")
+    command = read_json(path)
+    missing = [k for k in REBUILD_KEYS if k not in command]
+    if command.get("format") != COMMAND_FORMAT or missing:
+        raise RebuildError(f"{path} is not a command.json of this version (format "
+                           f"{command.get('format')!r}, missing {missing})")
+    return command

@@ -1,0 +1,77 @@
+"""The `weightspace` command:
+
+- `compare`: the main job. HMC, SGD, a deep ensemble, SGLD, cyclical SGHMC and
+  mean-field VI on one posterior (a preset: `quick`, or Izmailov et al. 2021's
+  `paper-*` settings), with R-hat in weight and function space, predictive
+  metrics and local learning coefficients, into an output directory
+  (ws.experiments.compare).
+- `sample`: HMC (default), SGLD, SGHMC or SGD (an ensemble, one member per
+  chain) on a dataset and network, into a run directory, then its diagnostics
+  and figures. The run directory also gets `command.json`, what rebuilds the
+  posterior (dataset, network, prior, temperature, seed, sampler).
+- `llc`: local learning coefficients, either at draws of a run made by
+  `sample` (`--run RUN_DIR`: the last draw of each chain by default, for an SGD
+  run each member's solution) or on a deep linear network whose coefficient is
+  known (`--dataset dln --widths ... --rank ...`, optionally calibrating the
+  step size first).
+- `mixing`: R-hat of the weights (raw and permutation-aligned) and of the
+  predictions against chain length for a run (`--run RUN_DIR`), with
+  mixing.png and mixing.json (ws.experiments.mixing).
+- `llc-vs-generalization`: the LLCs `compare` estimated (SGD solution, ensemble
+  members, HMC draws) against their test NLL and generalization gap, with a
+  figure and a table (ws.experiments.llc_vs_generalization).
+- `datasets`: the dataset names (and one dataset's shapes).
+- `info`: library versions and the devices JAX sees.
+
+One module per command (`compare`, `sample`, `llc`, `mixing`,
+`llc_vs_generalization`, `datasets`, `info`), each with `add_parser(subparsers)`
+and `run(args) -> exit status`; `arguments` holds what they share. The command
+line sits on top of the library: nothing below it imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from weightspace import __version__
+from weightspace.cli import (
+    compare,
+    datasets,
+    info,
+    llc,
+    llc_vs_generalization,
+    mixing,
+    sample,
+)
+from weightspace.cli.arguments import CommandError
+
+__all__ = ["CommandError", "build_parser", "main"]
+
+# In the order of `weightspace --help`.
+COMMANDS = (compare, sample, llc, mixing, llc_vs_generalization, datasets, info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="weightspace",
+        description="Bayesian posteriors over neural-network weights: sampling, "
+                    "weight- and function-space diagnostics, local learning coefficients.")
+    parser.add_argument("--version", action="version", version=f"weightspace {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except CommandError as err:
+        print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
+        return err.code

@@ -1,0 +1,290 @@
+"""`weightspace llc`: local learning coefficients, either at draws of a run made
+by `weightspace sample` (`--run RUN_DIR`: the last draw of each chain by
+default, for an SGD run each member's solution; its command.json rebuilds the
+posterior) or on a deep linear network whose coefficient is known (`--dataset
+dln --widths ... --rank ...`, optionally calibrating the step size first)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from weightspace import samplers, slt
+from weightspace.cli.arguments import (
+    CommandError,
+    flag,
+    float_list,
+    int_list,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    reported,
+)
+from weightspace.experiments import rebuild
+from weightspace.jsonio import write_json
+
+LLC_STEP_SIZE = 1e-4     # ws.slt.llc's default
+DLN_NUM_TRAIN = 20000    # ws.slt.dln_problem's default
+_DLN_FLAGS = ("widths", "rank", "n_train", "calibrate", "step_sizes", "figure")
+
+
+def _llc_settings(args, step_size: float) -> dict:
+    """Keyword arguments of ws.slt.llc from the flags."""
+    return {"num_chains": args.chains, "num_draws": args.num_draws,
+            "num_burnin": args.burnin, "step_size": step_size,
+            "localization": args.localization, "nbeta": args.nbeta,
+            "batch_size": args.batch_size, "sampler": args.llc_sampler}
+
+
+def _result(est) -> dict:
+    return {"init_loss": est.init_loss, "mean": est.mean, "std": est.std,
+            "nbeta": est.nbeta, "per_chain": est.per_chain,
+            "mala_acceptance": est.mala_acceptance, "diverged": est.diverged,
+            "below_init": est.below_init, "unhealthy_acceptance": est.unhealthy_acceptance,
+            "flags": est.flags}
+
+
+def _parse_draws(text: str, num_draws: int) -> list[int]:
+    """Draw indices (0 <= i < num_draws) of --draws: last, all, or a list."""
+    if text == "last":
+        return [num_draws - 1]
+    if text == "all":
+        return list(range(num_draws))
+    try:
+        picked = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        picked = []
+    if not picked:
+        raise CommandError(f"--draws must be 'last', 'all' or comma-separated draw "
+                           f"indices; got --draws {text!r}")
+    bad = [i for i in picked if not -num_draws <= i < num_draws]
+    if bad:
+        raise CommandError(f"--draws {text}: {', '.join(map(str, bad))} out of range: the "
+                           f"run has {num_draws} draw(s) per chain (indices 0..{num_draws - 1}"
+                           f", or -{num_draws}..-1 from the end)")
+    return list(dict.fromkeys(i % num_draws for i in picked))
+
+
+def _table_row(chain, draw, est) -> str:
+    return (f"{chain!s:<6} {draw!s:<6} {est.init_loss:<12.6g} {est.mean:<12.5g} "
+            f"{est.std:<10.3g} {'; '.join(est.flags) or '-'}")
+
+
+_TABLE_HEADER = (f"{'chain':<6} {'draw':<6} {'L_n(w*)':<12} {'lambda_hat':<12} "
+                 f"{'std':<10} flags")
+
+
+def _read_command(run_dir: Path) -> dict:
+    """The command.json of --run; a run without one was made in Python, and the
+    error says how to estimate there."""
+    with reported(rebuild.RebuildError):
+        rebuild.check_run_dir(run_dir, "--run")
+    if not (run_dir / "command.json").is_file():
+        raise CommandError(
+            f"--run {run_dir} has no command.json: it was not made by `weightspace sample`, "
+            f"so the command cannot rebuild its posterior. In Python, rebuild the posterior "
+            f"and call ws.slt.llc(posterior, params_star, key) at draws of "
+            f"ws.samplers.load(run_dir, template=posterior.init(key)).")
+    with reported(rebuild.RebuildError):
+        return rebuild.read_command(run_dir, "--run")
+
+
+def _llc_run(args) -> int:
+    run_dir = Path(args.run)
+    command = _read_command(run_dir)
+    _, _, post = rebuild.from_command(command)
+    template = jax.eval_shape(post.init, jax.random.key(0))
+    try:
+        trace = samplers.load(run_dir, template=template)
+    except KeyError as err:
+        raise CommandError(f"the draws in {run_dir} are not positions of the posterior "
+                           f"rebuilt from its command.json (no record {err})", 1) from None
+    for want, got in zip(jax.tree.leaves(template), jax.tree.leaves(trace.positions)):
+        if tuple(np.shape(got)[2:]) != tuple(want.shape):
+            raise CommandError(f"the draws in {run_dir} have shapes unlike the posterior "
+                               f"rebuilt from its command.json", 1)
+    if trace.num_draws == 0:
+        raise CommandError(f"--run {run_dir} holds no committed draws yet")
+    draws = _parse_draws(args.draws, trace.num_draws)
+    step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
+    settings = _llc_settings(args, step_size)
+    print(f"LLC of {post} at {len(draws) * trace.num_chains} position(s) of {run_dir} "
+          f"({command['sampler']} run, {trace.num_chains} chains x {trace.num_draws} "
+          f"draws)")
+    print(_TABLE_HEADER, flush=True)
+    base = jax.random.key(args.seed)
+    results = []
+    for chain in range(trace.num_chains):
+        for draw in draws:
+            params = jax.tree.map(lambda x, c=chain, d=draw: np.asarray(x[c, d]),
+                                  trace.positions)
+            # One key per position, a function of (chain, draw) only, so an estimate
+            # does not depend on which other positions were asked for.
+            key = jax.random.fold_in(jax.random.fold_in(base, chain), draw)
+            est = slt.llc(post, params, key, progress=not args.no_progress, **settings)
+            print(_table_row(chain, draw, est), flush=True)
+            results.append({"chain": chain, "draw": draw, **_result(est)})
+    means = np.array([r["mean"] for r in results], float)
+    if len(results) > 1 and np.isfinite(means).any():
+        finite = means[np.isfinite(means)]
+        spread = f", sd {finite.std(ddof=1):.4g}" if finite.size > 1 else ""
+        print(f"over {finite.size} position(s): lambda_hat mean {finite.mean():.5g}{spread}")
+    out = run_dir / "llc.json" if args.out is None else Path(args.out)
+    write_json(out, {
+        "format": 1, "run": str(run_dir.absolute()), "command": command,
+        "settings": {**settings, "seed": args.seed, "draws": args.draws,
+                     "key": "jax.random.fold_in(jax.random.fold_in("
+                            "jax.random.key(seed), chain), draw)"},
+        "results": results})
+    print(f"wrote {out}")
+    return 0
+
+
+def _llc_dln(args) -> int:
+    if args.dataset != "dln":
+        raise CommandError(f"--dataset {args.dataset}: only dln has a known learning "
+                           f"coefficient here; for a trained network, run `weightspace "
+                           f"sample ... --out RUN_DIR`, then `weightspace llc --run RUN_DIR`")
+    if args.draws is not None:
+        raise CommandError(f"--draws {args.draws} is only for --run")
+    for dest in ("widths", "rank"):
+        if getattr(args, dest) is None:
+            raise CommandError("--dataset dln needs --widths and --rank (e.g. --widths "
+                               "4,6,5,3 --rank 2)")
+    widths, rank = args.widths, args.rank
+    if len(widths) < 2:
+        raise CommandError(f"--widths {','.join(map(str, widths))}: need at least the input "
+                           f"and output widths")
+    if rank > min(widths):
+        raise CommandError(f"--rank {rank} exceeds the narrowest of --widths "
+                           f"{','.join(map(str, widths))}")
+    if not args.calibrate:
+        for dest in ("step_sizes", "figure"):
+            if getattr(args, dest) is not None:
+                raise CommandError(f"{flag(dest)} {getattr(args, dest)} is only used with "
+                                   f"--calibrate")
+    elif args.step_size is not None:
+        raise CommandError(f"--step-size {args.step_size} and --calibrate: give one "
+                           f"(--calibrate picks the step size among --step-sizes)")
+    n_train = DLN_NUM_TRAIN if args.n_train is None else args.n_train
+    problem = slt.dln_problem(widths, rank, num_train=n_train, seed=args.seed)
+    theory = float(problem.theory)
+    print(f"deep linear network, widths {widths}, teacher rank {rank}: n = {n_train} "
+          f"training rows, L_n(w*) = {problem.init_loss:.6g}")
+    # One key for the estimate, one for the calibration.
+    key_estimate, key_calibrate = jax.random.split(jax.random.key(args.seed))
+    calibration = None
+    if args.calibrate:
+        cal = slt.calibrate(
+            problem.posterior, problem.params_star, key_calibrate,
+            step_sizes=args.step_sizes or (1e-6, 1e-5, 1e-4, 1e-3),
+            nbetas=None if args.nbeta is None else (args.nbeta,),
+            localizations=(args.localization,), num_chains=args.chains,
+            num_draws=args.num_draws, num_burnin=args.burnin, batch_size=args.batch_size,
+            sampler=args.llc_sampler, path=args.figure, progress=not args.no_progress)
+        print(cal)
+        if args.figure is not None:
+            print(f"calibration figure: {args.figure}")
+        calibration = cal.rows
+        (step_size,) = cal.suggested.values()
+        if step_size is None:
+            raise CommandError("no step size of the calibration is stable (table above); "
+                               "try smaller --step-sizes", 1)
+        print(f"step size {step_size:g}: the largest stable one")
+    else:
+        step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
+    settings = _llc_settings(args, step_size)
+    est = slt.llc(problem.posterior, problem.params_star, key_estimate,
+                     progress=not args.no_progress, **settings)
+    error = (est.mean - theory) / theory
+    print(est)
+    print(f"lambda_hat      {est.mean:.5g} +- {est.std:.3g} (sd across {args.chains} "
+          f"chains)")
+    print(f"theory          {theory:.5g} (Aoyagi 2024)")
+    print(f"relative error  {error:+.1%}")
+    if args.out is not None:
+        out = Path(args.out)
+        write_json(out, {
+            "format": 1,
+            "problem": {"dataset": "dln", "widths": widths, "rank": rank, "n_train": n_train,
+                        "seed": args.seed, "theory": theory},
+            "settings": {**settings, "seed": args.seed, "calibrate": args.calibrate,
+                         "key": "jax.random.split(jax.random.key(seed))[0]"},
+            "calibration": calibration,
+            "results": [{**_result(est), "theory": theory, "relative_error": error}]})
+        print(f"wrote {out}")
+    return 0
+
+
+def run(args) -> int:
+    if args.run is not None:
+        given = [d for d in _DLN_FLAGS if getattr(args, d) not in (None, False)]
+        if given:
+            raise CommandError(f"{', '.join(flag(d) for d in given)}: only for "
+                               f"--dataset dln, not with --run")
+        if args.draws is None:
+            args.draws = "last"
+        return _llc_run(args)
+    return _llc_dln(args)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "llc", help="local learning coefficients at draws of a run, or on a deep linear "
+                    "network",
+        description="Local learning coefficient estimates (Lau et al. 2023; ws.slt.llc). "
+                    "--run RUN_DIR: at draws of a run made by `weightspace sample` (its "
+                    "command.json rebuilds the posterior); the estimate at chain c, draw d "
+                    "uses the key fold_in(fold_in(key(--seed), c), d); results go to "
+                    "RUN_DIR/llc.json (or --out). --dataset dln: on a deep linear network "
+                    "whose learning coefficient is known (Aoyagi 2024), with the theory "
+                    "value and the relative error.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", default=None, metavar="RUN_DIR",
+                       help="a run directory of `weightspace sample`")
+    which.add_argument("--dataset", default=None, metavar="NAME",
+                       help="dln (the only dataset with a known coefficient)")
+    g = p.add_argument_group("--run")
+    g.add_argument("--draws", default=None,
+                   help="last (default: the last draw of each chain, for an SGD run each "
+                        "member's solution), all, or comma-separated draw indices "
+                        "(negative from the end), taken in every chain")
+    g = p.add_argument_group("--dataset dln")
+    g.add_argument("--widths", type=int_list, default=None,
+                   help="layer widths, input to output, e.g. 4,6,5,3")
+    g.add_argument("--rank", type=positive_int, default=None,
+                   help="rank of the teacher's product matrix")
+    g.add_argument("--n-train", type=positive_int, default=None,
+                   help=f"training rows (default {DLN_NUM_TRAIN})")
+    g.add_argument("--calibrate", action="store_true",
+                   help="sweep --step-sizes first (ws.slt.calibrate) and use the largest "
+                        "stable one")
+    g.add_argument("--step-sizes", type=float_list, default=None,
+                   help="comma-separated, for --calibrate (default 1e-6,1e-5,1e-4,1e-3)")
+    g.add_argument("--figure", default=None, help="with --calibrate: write its figure (PNG)")
+    g = p.add_argument_group("the estimator")
+    g.add_argument("--chains", type=positive_int, default=4,
+                   help="chains of the LLC sampler (default 4)")
+    g.add_argument("--num-draws", type=positive_int, default=200,
+                   help="draws per chain after burn-in (default 200)")
+    g.add_argument("--burnin", type=nonnegative_int, default=100,
+                   help="discarded steps (default 100)")
+    g.add_argument("--step-size", type=positive_float, default=None,
+                   help=f"sampler step size (default {LLC_STEP_SIZE:g})")
+    g.add_argument("--localization", type=nonnegative_float, default=100.0,
+                   help="gamma (default 100)")
+    g.add_argument("--nbeta", type=positive_float, default=None,
+                   help="n beta (default n / log n, n the training rows)")
+    g.add_argument("--batch-size", type=positive_int, default=None,
+                   help="minibatch rows (default: full batch)")
+    g.add_argument("--llc-sampler", default="sgld", choices=("sgld", "rmsprop_sgld", "mala"),
+                   help="default sgld")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default=None,
+                   help="JSON results file (default RUN_DIR/llc.json with --run; none "
+                        "with --dataset)")
+    p.set_defaults(func=run)
