@@ -84,19 +84,24 @@ def register(entry: Entry) -> Entry:
 
 # -- options shared by several samplers -----------------------------------------
 
-SAMPLES = Option("samples", "num_samples", "positive_int", "draws kept per chain",
+SAMPLES = Option("samples", "num_samples", "positive_int", "kept draws per chain",
                  default=100)
 WARMUP = Option("warmup", "num_warmup", "nonnegative_int",
-                "warmup (burn-in) transitions", default=50)  # Izmailov et al. 2021: 50
-THIN = Option("thin", "thin", "positive_int", "transitions per kept draw", default=1)
-STEP_SIZE = Option("step_size", "step_size", "positive_float", "step size")
-BATCH_SIZE = Option("batch_size", "batch_size", "positive_int", "rows per minibatch",
+                "warmup (hmc) or burn-in (sgld, sghmc) transitions",
+                default=50)  # Izmailov et al. 2021: 50 burn-in iterations
+THIN = Option("thin", "thin", "positive_int", "keep every this many transitions",
+              default=1)
+STEP_SIZE = Option("step_size", "step_size", "positive_float",
+                   "the step size (required; with --cycle-length the largest of the "
+                   "cyclical schedule)", required=True)
+BATCH_SIZE = Option("batch_size", "batch_size", "positive_int",
+                    "rows per minibatch (Izmailov et al. 2021)",
                     default=80)  # Izmailov et al. 2021 (SGD and SGLD baselines)
 CYCLE_LENGTH = Option("cycle_length", None, "positive_int",
-                      "transitions per cycle of a cyclical cosine schedule (Zhang et al. "
-                      "2020); without it the step size is constant")
+                      "cyclical step sizes (Zhang et al. 2020) with cycles of this many "
+                      "transitions")
 SAMPLES_PER_CYCLE = Option("samples_per_cycle", "samples_per_cycle", "positive_int",
-                           "draws per cycle's sampling stage", default=1)
+                           "draws per cycle with --cycle-length", default=1)
 
 
 def _schedule_arguments(values: dict, given: set) -> dict:
@@ -114,49 +119,50 @@ def _schedule_arguments(values: dict, given: set) -> dict:
 
 
 def _sgmcmc_options(*extra: Option) -> tuple[Option, ...]:
-    return (SAMPLES, WARMUP, THIN, dataclasses.replace(STEP_SIZE, required=True),
-            BATCH_SIZE, *extra, CYCLE_LENGTH, SAMPLES_PER_CYCLE)
+    return (SAMPLES, WARMUP, THIN, STEP_SIZE, BATCH_SIZE, *extra, CYCLE_LENGTH,
+            SAMPLES_PER_CYCLE)
 
 
 register(Entry(
-    "hmc", hmc, "full-batch HMC", checkpoint_every=10, options=(
+    "hmc", hmc, "full-batch HMC (the default)", checkpoint_every=10, options=(
         SAMPLES, WARMUP, THIN,
-        dataclasses.replace(STEP_SIZE, help="step size (warmup adapt: its start; default "
-                                            "Hoffman and Gelman's heuristic)"),
-        Option("warmup_mode", "warmup", help="adapt: dual averaging; fixed; no_metropolis: "
-               "fixed, every proposal accepted in warmup (Izmailov et al. 2021)",
-               default="adapt", choices=WARMUPS),
+        dataclasses.replace(STEP_SIZE, help="the initial step size (default: found during "
+                                            "warmup)", required=False),
+        Option("warmup_mode", "warmup", default="adapt", choices=WARMUPS),
         Option("trajectory_length", "trajectory_length", "positive_float",
                "default (pi/2) sqrt(temperature * prior variance)"),
-        Option("max_steps", "max_num_steps", "positive_int", "leapfrog steps per "
-               "trajectory at most", default=1000),
+        Option("max_steps", "max_num_steps", "positive_int",
+               "cap on leapfrog steps per trajectory", default=1000),
         Option("target_accept", "target_accept", "positive_float",
-               "dual averaging's acceptance target", default=0.8),  # Stan's
+               default=0.8),  # Stan's
         Option("mass_matrix", "mass_matrix", default="identity",
                choices=MASS_MATRICES))))
 
 register(Entry(
-    "sgld", sgmcmc.sgld, "stochastic gradient Langevin dynamics (pSGLD with "
-    "--preconditioner rmsprop)", checkpoint_every=100,
+    "sgld", sgmcmc.sgld, "minibatch SG-MCMC: Langevin dynamics", checkpoint_every=100,
     options=_sgmcmc_options(Option("preconditioner", "preconditioner",
-                                   choices=("rmsprop",), help="pSGLD (Li et al. 2016)")),
+                                   choices=("rmsprop",),
+                                   help="rmsprop is pSGLD (Li et al. 2016)")),
     arguments=_schedule_arguments))
 
 register(Entry(
-    "sghmc", sgmcmc.sghmc, "stochastic gradient HMC (cyclical with --cycle-length)",
+    "sghmc", sgmcmc.sghmc, "minibatch SG-MCMC: HMC with friction",
     checkpoint_every=100,
     options=_sgmcmc_options(Option("friction", "friction", "positive_float",
-                                   "in (0, 1]; 1 - friction is the momentum")),
+                                   "friction in (0, 1] (default 0.1)")),
     arguments=_schedule_arguments))
 
 register(Entry(
-    "sgd", baselines.sgd, "the MAP by minibatch SGD (one draw per chain)",
+    "sgd", baselines.sgd, "one SGD run per chain, a deep ensemble: each chain's one draw "
+    "is its solution",
     checkpoint_every=1, options=(
         BATCH_SIZE,
-        Option("epochs", "num_epochs", "positive_int", "required", required=True),
+        Option("epochs", "num_epochs", "positive_int", required=True),
         Option("learning_rate", "learning_rate", "positive_float",
-               "on the per-example loss", required=True),
-        Option("optimizer", "optimizer", default="sgd", choices=("sgd", "adam")),
-        Option("momentum", "momentum", "nonnegative_float", default=0.9),  # Izmailov 2021
-        Option("lr_schedule", "schedule", default="cosine",  # Izmailov et al. 2021
+               "the initial learning rate on the per-example loss", required=True),
+        Option("optimizer", "optimizer", "str", "sgd is with momentum", default="sgd",
+               choices=("sgd", "adam")),
+        Option("momentum", "momentum", "nonnegative_float", "Izmailov et al. 2021",
+               default=0.9),  # Izmailov et al. 2021 (SGD baselines)
+        Option("lr_schedule", "schedule", "str", "Izmailov et al. 2021", default="cosine",
                choices=("cosine", "constant")))))

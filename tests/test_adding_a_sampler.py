@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import weightspace as ws
+from conftest import run_command
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -65,3 +66,25 @@ def test_the_registered_sampler_is_offered_by_name(example):
     assert entry.keyword_arguments({"samples": 10, "warmup": 5, "thin": 1,
                                     "step_size": 0.1}, set()) == {
         "num_samples": 10, "num_warmup": 5, "thin": 1, "step_size": 0.1}
+
+
+def test_the_command_line_runs_a_registered_sampler_and_resumes(example, tmp_path, capsys):
+    out = tmp_path / "cli-mala"
+    argv = ["sample", "--dataset", "digits", "--n-train", "200", "--model", "mlp",
+            "--hidden", "16", "--no-progress", "--sampler", "mala", "--step-size", "1e-4",
+            "--samples", "4", "--warmup", "2", "--chains", "2", "--out", out]
+    code, stdout, _ = run_command(argv, capsys)
+    assert code == 0, stdout
+    assert "cost:" in stdout and "full-batch-equivalent gradient evaluations" in stdout
+    first = ws.samplers.load(out)
+    assert first.info["config"]["sampler"] == "mala" and first.num_draws == 4
+    argv[argv.index("--samples") + 1] = "6"
+    code, _, _ = run_command(argv, capsys)
+    assert code == 0
+    again = ws.samplers.load(out)
+    assert again.num_draws == 6
+    np.testing.assert_array_equal(again.positions["layers"]["0"]["kernel"][:, :4],
+                                  first.positions["layers"]["0"]["kernel"])
+    # a flag mala does not take is refused, naming the samplers that take it
+    code, _, err = run_command([*argv[:-2], "--epochs", "3", "--out", out], capsys)
+    assert code != 0 and "--epochs 3 is not used by --sampler mala" in err

@@ -4,6 +4,7 @@ ws.slt.llc gives there with the documented key; `llc --dataset dln` compares
 with the known coefficient; bad input is refused naming the flag; the README's
 command lines run."""
 
+import dataclasses
 import json
 import re
 import shlex
@@ -250,7 +251,9 @@ def test_command_json_is_written_before_sampling_starts(tmp_path, monkeypatch, c
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ws.samplers, "sgd", killed)
+    # the command runs samplers through the registry: kill its sgd
+    monkeypatch.setitem(ws.samplers.SAMPLERS, "sgd",
+                        dataclasses.replace(ws.samplers.SAMPLERS["sgd"], sample=killed))
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         main([*map(str, ["sample", *TINY, "--sampler", "sgd", "--epochs", "1",

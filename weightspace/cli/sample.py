@@ -26,33 +26,38 @@ from weightspace.cli.arguments import (
 from weightspace.experiments import rebuild
 from weightspace.jsonio import read_json, write_json
 
-# The samplers the command runs and their flags, defaults and requirements.
-SAMPLERS = ("hmc", "sgld", "sghmc", "sgd")
-# dest -> the samplers that use the flag. These flags default to None, so a flag
-# given for a sampler that does not use it is an error rather than ignored.
-_SAMPLER_FLAGS = {
-    "samples": ("hmc", "sgld", "sghmc"), "warmup": ("hmc", "sgld", "sghmc"),
-    "thin": ("hmc", "sgld", "sghmc"), "step_size": ("hmc", "sgld", "sghmc"),
-    "warmup_mode": ("hmc",), "trajectory_length": ("hmc",), "max_steps": ("hmc",),
-    "target_accept": ("hmc",), "mass_matrix": ("hmc",),
-    "batch_size": ("sgld", "sghmc", "sgd"),
-    "preconditioner": ("sgld",), "friction": ("sghmc",),
-    "cycle_length": ("sgld", "sghmc"), "samples_per_cycle": ("sgld", "sghmc"),
-    "epochs": ("sgd",), "learning_rate": ("sgd",), "optimizer": ("sgd",),
-    "momentum": ("sgd",), "lr_schedule": ("sgd",),
-}
-_SAMPLE_DEFAULTS = {
-    "samples": 100, "warmup": 50,  # Izmailov et al. 2021: 50 burn-in iterations
-    "thin": 1, "warmup_mode": "adapt", "max_steps": 1000, "target_accept": 0.8,
-    "mass_matrix": "identity",
-    "batch_size": 80,              # Izmailov et al. 2021 (SGD and SGLD baselines)
-    "samples_per_cycle": 1, "optimizer": "sgd",
-    "momentum": 0.9,               # Izmailov et al. 2021 (SGD baselines)
-    "lr_schedule": "cosine",       # Izmailov et al. 2021 (SGD baselines)
-}
-_CHECKPOINT_EVERY = {"hmc": 10, "sgld": 100, "sghmc": 100, "sgd": 1}
-_REQUIRED = {"sgld": ("step_size",), "sghmc": ("step_size",),
-             "sgd": ("epochs", "learning_rate")}
+# The samplers and their flags come from the sampler registry (ws.samplers.SAMPLERS):
+# a registered sampler is offered here with its options. Sampler flags default to
+# None, so a flag given for a sampler that does not use it is an error rather than
+# ignored.
+_TYPES = {"positive_int": positive_int, "nonnegative_int": nonnegative_int,
+          "positive_float": positive_float, "nonnegative_float": nonnegative_float,
+          "str": None}
+
+
+def _flags() -> dict:
+    """flag -> (its options by sampler name), in the registry's order."""
+    flags: dict = {}
+    for name, entry in samplers.SAMPLERS.items():
+        for option in entry.options:
+            flags.setdefault(option.flag, {})[name] = option
+    return flags
+
+
+def _help(by_sampler: dict) -> str:
+    """One flag's help: each sampler's text (with its default), grouped when equal."""
+    texts: dict = {}
+    for name, o in by_sampler.items():
+        parts = [o.help] if o.help else []
+        if o.required and "required" not in o.help:
+            parts.insert(0, "required")
+        if o.default is not None:
+            parts.append(f"default {o.default}")
+        texts.setdefault("; ".join(parts), []).append(name)
+    if len(texts) == 1:
+        return next(iter(texts))
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in texts.items())
+
 
 def _command_of(args) -> dict:
     return {"format": rebuild.COMMAND_FORMAT, "dataset": args.dataset,
@@ -87,62 +92,38 @@ def _check_run_dir(out: Path, command: dict) -> bool:
     return True
 
 
-def _sampler_options(args) -> dict:
-    """The sampler flags resolved for args.sampler: dest -> value (defaults filled in)."""
-    sampler = args.sampler
-    for dest, users in _SAMPLER_FLAGS.items():
+def _sampler_options(args) -> tuple[dict, int]:
+    """(the sampler's keyword arguments, checkpoint_every) from the flags of
+    args.sampler, defaults filled in."""
+    entry = samplers.SAMPLERS[args.sampler]
+    for dest, by_sampler in _flags().items():
         value = getattr(args, dest)
-        if value is not None and sampler not in users:
-            raise CommandError(f"{flag(dest)} {value} is not used by --sampler {sampler} "
-                               f"(it is for --sampler {' or '.join(users)})")
-    missing = [d for d in _REQUIRED.get(sampler, ()) if getattr(args, d) is None]
+        if value is not None and args.sampler not in by_sampler:
+            raise CommandError(f"{flag(dest)} {value} is not used by --sampler "
+                               f"{args.sampler} (it is for --sampler "
+                               f"{' or '.join(by_sampler)})")
+    missing = [o.flag for o in entry.options if o.required and getattr(args, o.flag) is None]
     if missing:
-        raise CommandError(f"--sampler {sampler} needs "
+        raise CommandError(f"--sampler {args.sampler} needs "
                            f"{' and '.join(flag(d) for d in missing)}")
-    options = {d: getattr(args, d) if getattr(args, d) is not None
-               else _SAMPLE_DEFAULTS.get(d) for d in _SAMPLER_FLAGS
-               if sampler in _SAMPLER_FLAGS[d]}
-    if args.cycle_length is None and args.samples_per_cycle is not None:
-        raise CommandError(f"--samples-per-cycle {args.samples_per_cycle} needs "
-                           f"--cycle-length (a cyclical step-size schedule)")
-    if args.cycle_length is not None and args.thin is not None:
-        raise CommandError(f"--thin {args.thin} is not used with --cycle-length: draws are "
-                           f"--samples-per-cycle evenly spaced steps of each cycle")
-    options["checkpoint_every"] = (args.checkpoint_every if args.checkpoint_every is not None
-                                   else _CHECKPOINT_EVERY[sampler])
-    return options
+    values = {o.flag: o.default if getattr(args, o.flag) is None else getattr(args, o.flag)
+              for o in entry.options}
+    given = {o.flag for o in entry.options if getattr(args, o.flag) is not None}
+    try:
+        kwargs = entry.keyword_arguments(values, given)
+    except ValueError as err:
+        raise CommandError(str(err)) from None
+    checkpoint_every = (args.checkpoint_every if args.checkpoint_every is not None
+                        else entry.checkpoint_every)
+    return kwargs, checkpoint_every
 
 
-def _run_sampler(args, options: dict, post, data):
-    key = jax.random.key(args.seed)
-    common = {"num_chains": args.chains, "eval_x": None if args.no_eval else data.x_test,
-              "run_dir": args.out, "checkpoint_every": options["checkpoint_every"],
-              "progress": not args.no_progress}
-    if args.sampler == "hmc":
-        return samplers.hmc(
-            post, key, num_samples=options["samples"], num_warmup=options["warmup"],
-            step_size=options["step_size"], trajectory_length=options["trajectory_length"],
-            max_num_steps=options["max_steps"], target_accept=options["target_accept"],
-            mass_matrix=options["mass_matrix"], warmup=options["warmup_mode"],
-            thin=options["thin"], **common)
-    if args.sampler == "sgd":
-        return samplers.sgd(
-            post, key, num_epochs=options["epochs"], batch_size=options["batch_size"],
-            learning_rate=options["learning_rate"], optimizer=options["optimizer"],
-            momentum=options["momentum"], schedule=options["lr_schedule"], **common)
-    schedule, step_size = None, options["step_size"]
-    if options["cycle_length"] is not None:
-        schedule, step_size = samplers.cyclical(step_size, options["cycle_length"]), None
-    sg = {"num_samples": options["samples"], "num_warmup": options["warmup"],
-          "batch_size": options["batch_size"], "step_size": step_size, "schedule": schedule,
-          "thin": options["thin"], "samples_per_cycle": options["samples_per_cycle"],
-          **common}
-    if args.sampler == "sgld":
-        return samplers.sgld(post, key, preconditioner=options["preconditioner"], **sg)
-    friction = options["friction"]
-    if friction is None:
-        return samplers.sghmc(post, key, **sg)
-    return samplers.sghmc(post, key, friction=friction, **sg)
+def _run_sampler(args, options: tuple[dict, int], post, data):
+    kwargs, checkpoint_every = options
+    return samplers.SAMPLERS[args.sampler].sample(
+        post, jax.random.key(args.seed), num_chains=args.chains,
+        eval_x=None if args.no_eval else data.x_test, run_dir=args.out,
+        checkpoint_every=checkpoint_every, progress=not args.no_progress, **kwargs)
 
 
 def _summary(trace, data, network, seconds: float, sampler: str = "hmc") -> str:
@@ -233,61 +214,25 @@ def add_parser(subparsers) -> None:
                    help="Gaussian prior variance (Izmailov et al. 2021: 1/5)")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="posterior temperature T")
-    p.add_argument("--sampler", default="hmc", choices=SAMPLERS,
-                   help="hmc (default); sgld, sghmc (minibatch SG-MCMC); sgd (one SGD run "
-                        "per chain, a deep ensemble: each chain's one draw is its solution)")
+    p.add_argument("--sampler", default="hmc", choices=tuple(samplers.SAMPLERS),
+                   help="; ".join(f"{name}: {entry.summary}"
+                                  for name, entry in samplers.SAMPLERS.items()))
     p.add_argument("--chains", type=positive_int, default=3,
                    help="chains (for sgd: ensemble members)")
     p.add_argument("--seed", type=int, default=0)
-    g = p.add_argument_group("hmc, sgld, sghmc")
-    g.add_argument("--samples", type=positive_int, default=None,
-                   help="kept draws per chain (default 100)")
-    g.add_argument("--warmup", type=nonnegative_int, default=None,
-                   help="warmup (hmc) or burn-in (sgld, sghmc) transitions (default 50)")
-    g.add_argument("--thin", type=positive_int, default=None,
-                   help="keep every this many transitions (default 1)")
-    g.add_argument("--step-size", type=positive_float, default=None,
-                   help="hmc: the initial step size (default: found during warmup); "
-                        "sgld, sghmc: the step size (required; with --cycle-length the "
-                        "largest of the cyclical schedule)")
-    g = p.add_argument_group("hmc")
-    g.add_argument("--warmup-mode", default=None, choices=("adapt", "fixed",
-                                                           "no_metropolis"),
-                   help="default adapt")
-    g.add_argument("--trajectory-length", type=positive_float, default=None,
-                   help="default (pi/2) sqrt(temperature * prior variance)")
-    g.add_argument("--max-steps", type=positive_int, default=None,
-                   help="cap on leapfrog steps per trajectory (default 1000)")
-    g.add_argument("--target-accept", type=positive_float, default=None,
-                   help="default 0.8")
-    g.add_argument("--mass-matrix", default=None, choices=("identity", "diagonal"),
-                   help="default identity")
-    g = p.add_argument_group("sgld, sghmc, sgd")
-    g.add_argument("--batch-size", type=positive_int, default=None,
-                   help="rows per minibatch (default 80, Izmailov et al. 2021)")
-    g = p.add_argument_group("sgld, sghmc")
-    g.add_argument("--preconditioner", default=None, choices=("rmsprop",),
-                   help="sgld only: rmsprop is pSGLD (Li et al. 2016)")
-    g.add_argument("--friction", type=positive_float, default=None,
-                   help="sghmc only: friction in (0, 1] (default 0.1)")
-    g.add_argument("--cycle-length", type=positive_int, default=None,
-                   help="cyclical step sizes (Zhang et al. 2020) with cycles of this many "
-                        "transitions")
-    g.add_argument("--samples-per-cycle", type=positive_int, default=None,
-                   help="draws per cycle with --cycle-length (default 1)")
-    g = p.add_argument_group("sgd")
-    g.add_argument("--epochs", type=positive_int, default=None, help="required")
-    g.add_argument("--learning-rate", type=positive_float, default=None,
-                   help="required: the initial learning rate on the per-example loss")
-    g.add_argument("--optimizer", default=None, choices=("sgd", "adam"),
-                   help="default sgd (with momentum)")
-    g.add_argument("--momentum", type=nonnegative_float, default=None,
-                   help="default 0.9 (Izmailov et al. 2021)")
-    g.add_argument("--lr-schedule", default=None, choices=("cosine", "constant"),
-                   help="default cosine (Izmailov et al. 2021)")
+    groups: dict = {}
+    for dest, by_sampler in _flags().items():
+        title = ", ".join(by_sampler)
+        if title not in groups:
+            groups[title] = p.add_argument_group(title)
+        first = next(iter(by_sampler.values()))
+        groups[title].add_argument(flag(dest), type=_TYPES[first.kind], default=None,
+                                   choices=first.choices, help=_help(by_sampler))
     p.add_argument("--checkpoint-every", type=positive_int, default=None,
-                   help="checkpoint every this many steps, and every 5 minutes (default: "
-                        "hmc 10, sgld and sghmc 100, sgd 1 epoch)")
+                   help="checkpoint every this many steps (sgd: epochs), and every 5 "
+                        "minutes (default: " + ", ".join(
+                            f"{name} {entry.checkpoint_every}"
+                            for name, entry in samplers.SAMPLERS.items()) + ")")
     p.add_argument("--no-eval", action="store_true", help="do not store test predictions")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="run directory (created, or resumed)")
