@@ -1,14 +1,132 @@
 """Test-wide set-up: 8 simulated CPU devices (unless the caller chose a count),
-so sharded code paths run in every test session."""
+so sharded code paths run in every test session; a persistent XLA compilation
+cache shared by the workers and the processes the tests start."""
 
+import hashlib
 import os
+import platform
+from pathlib import Path
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+
+
+def _compilation_cache_dir() -> Path:
+    """.pytest_cache/jax-compilation-cache/<host>: XLA:CPU compiles for the host's
+    instruction set, which JAX's cache key leaves out, so a copied checkout on
+    another CPU gets its own folder."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))})
+    except OSError:
+        cpu = [platform.processor()]
+    host = hashlib.sha256("\n".join([platform.machine(), *cpu]).encode()).hexdigest()[:12]
+    return Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache" / host
+
+
+# Much of the suite's time is XLA compiling, and many programs are compiled
+# again in another process: the other xdist worker, a killed-and-resumed sampler,
+# the notebook's kernel. JAX's persistent cache turns those compiles into loads.
+# Its key is a hash of the lowered program, the compile options and XLA flags,
+# the devices, and the jaxlib and backend versions, so a hit is the executable
+# XLA would build anyway: tracing and lowering (and the errors they raise) run
+# every time, only XLA's compile is skipped. Set as environment variables before
+# JAX starts, so subprocesses inherit them. JAX_COMPILATION_CACHE_DIR set by the
+# caller wins; JAX_ENABLE_COMPILATION_CACHE=false turns the cache off. Writes are
+# not atomic: a read that races a write of the same entry fails its checksum,
+# and JAX warns and compiles.
+_CACHE_DIR = _compilation_cache_dir()
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE_DIR))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+CACHE_LIMIT_BYTES = 4 << 30
+
+
+def _prune_compilation_cache(root=_CACHE_DIR, limit=CACHE_LIMIT_BYTES):
+    """Delete the oldest entries of the suite's cache grown past `limit` until half
+    of it is left (JAX evicts only with the filelock package installed)."""
+    entries = []
+    for f in root.glob("*") if root.is_dir() else ():
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if f.is_file():
+            entries.append((st.st_mtime, st.st_size, f))
+    total = sum(size for _, size, _ in entries)
+    if total <= limit:
+        return
+    for _, size, f in sorted(entries):
+        f.unlink(missing_ok=True)
+        total -= size
+        if total <= limit // 2:
+            break
+
 
 # The device count must be set before JAX starts.
 import jax
 import numpy as np
 import pytest
+
+
+# -- the two xdist workers (pyproject.toml: -n 2 --dist loadfile) ---------------
+# Each test file is one unit of work, run by one worker (so module fixtures run
+# once), except the tests whose node ids start with an entry of ALONE: each is a
+# unit of its own (they use no module fixture). Units are handed out longest
+# first, so the last ones to start are short and the two workers finish close
+# together (xdist's own order, most tests first, can leave test_compare.py's few
+# long tests to the end while the other worker idles). UNIT_SECONDS: rough cost
+# of a unit on one worker (a cold run on a loaded 2-core machine); only the order
+# depends on it, so a stale entry costs time, never a result. Units not listed
+# follow, in xdist's order.
+ALONE = ("tests/test_compare.py::test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds",)
+UNIT_SECONDS = {
+    ALONE[0] + "[paper-cifar10]": 760,
+    "tests/test_hmc_runs.py": 350,
+    "tests/test_sgmcmc.py": 320,
+    "tests/test_reference_runs.py": 270,
+    "tests/test_compare.py": 250,
+    "tests/test_readme.py": 240,
+    ALONE[0] + "[paper-imdb]": 240,
+    "tests/test_networks.py": 220,
+    "tests/test_hmc.py": 220,
+    "tests/test_cli.py": 190,
+    ALONE[0] + "[paper-mnist]": 180,
+    "tests/test_llc.py": 170,
+    "tests/test_baselines.py": 140,
+    "tests/test_multiprocess.py": 110,
+    "tests/test_rhat_ess.py": 110,
+    "tests/test_notebook.py": 105,
+    "tests/test_align.py": 100,
+    "tests/test_mixing.py": 60,
+    "tests/test_sharding.py": 55,
+    "tests/test_posterior.py": 55,
+    "tests/test_adding_a_sampler.py": 50,
+    "tests/test_slt_dln.py": 35,
+}
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LongestFirst(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            return nodeid if nodeid.startswith(ALONE) else super()._split_scope(nodeid)
+
+        def _assign_work_unit(self, node):
+            longest = max(self.workqueue, key=lambda unit: UNIT_SECONDS.get(unit, 0))
+            self.workqueue.move_to_end(longest, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
+def pytest_configure(config):
+    # once, in the xdist controller, and only in the folder this file chose
+    if (not hasattr(config, "workerinput")
+            and os.environ["JAX_COMPILATION_CACHE_DIR"] == str(_CACHE_DIR)):
+        _prune_compilation_cache()
 
 
 @pytest.fixture(scope="session")
