@@ -1,28 +1,94 @@
 """Small fixed-seed runs of every sampler, for the bit-identity test.
 
-`python tests/reference_runs.py` (with 8 simulated CPU devices, as the suite
-runs) writes tests/data/reference_runs.npz from the code it imports; the file in
+`python tests/reference_runs.py [OUT]` (with 8 simulated CPU devices, as the
+suite runs) writes tests/data/reference_runs.npz (or OUT) from the code it
+imports, with the fingerprint of the machine and JAX that made it. The file in
 the repository was made by the code before the sampler protocol and driver
-(issue 13), so tests/test_reference_runs.py shows the rewrite changed no draw,
-prediction or stat. Only arrays are stored (np.savez, no pickle).
+(issue 13, BASE_COMMIT), so tests/test_reference_runs.py shows the rewrite
+changed no draw, prediction or stat. XLA:CPU compiles for the host's instruction
+set, so float results are bit-stable only on the same CPU and JAX:
+`remake_from_base_commit` runs this script against BASE_COMMIT's package taken
+from git, for a machine the stored file was not made on. Only arrays are
+stored (np.savez, no pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import platform
+import shutil
+import subprocess
 import sys
+import tarfile
+import tempfile
+import tomllib
 from pathlib import Path
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 import weightspace as ws  # noqa: E402
 from weightspace.leaf_names import leaf_name  # noqa: E402
 
 PATH = Path(__file__).parent / "data" / "reference_runs.npz"
+ROOT = Path(__file__).resolve().parents[1]
+# The last commit before the sampler protocol (issue 13).
+BASE_COMMIT = "4bcd70bf56377786ff6633eb62b7c77f8e169e58"
+FINGERPRINT_KEY = "_meta:fingerprint"
+
+
+def fingerprint() -> dict:
+    """What float results depend on beyond the code: the CPU's instruction set
+    and the JAX and jaxlib versions."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))})
+    except OSError:
+        cpu = [platform.processor()]
+    return {"cpu": hashlib.sha256("\n".join([platform.machine(), *cpu]).encode()
+                                  ).hexdigest()[:12],
+            "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+
+
+def stored_fingerprint(arrays) -> dict | None:
+    return (json.loads(str(arrays[FINGERPRINT_KEY])) if FINGERPRINT_KEY in arrays.files
+            else None)
+
+
+def remake_from_base_commit(out: Path) -> None:
+    """Run this script with BASE_COMMIT's package (from git, laid out as a plain
+    weightspace/ tree by that commit's package-dir) on this machine, into `out`.
+    Raises RuntimeError when git or the commit is not there."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar",
+                                  BASE_COMMIT], capture_output=True, timeout=120)
+        if archive.returncode != 0:
+            raise RuntimeError(f"git archive {BASE_COMMIT[:12]} failed: "
+                               f"{archive.stderr.decode().strip()}")
+        (tmp / "base.tar").write_bytes(archive.stdout)
+        with tarfile.open(tmp / "base.tar") as tar:
+            tar.extractall(tmp / "base", filter="data")
+        base = tmp / "base"
+        mapping = tomllib.loads((base / "pyproject.toml").read_text()
+                                )["tool"]["setuptools"]["package-dir"]
+        for package, folder in sorted(mapping.items()):  # weightspace first
+            shutil.copytree(base / folder, tmp.joinpath("src", *package.split(".")),
+                            dirs_exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(tmp / "src"), "JAX_NUM_CPU_DEVICES": "8"}
+        # The script is this one (the same settings); the package is the old one.
+        shutil.copy(__file__, tmp / "reference_runs.py")
+        done = subprocess.run([sys.executable, str(tmp / "reference_runs.py"), str(out),
+                               "--expect-package", str(tmp / "src")],
+                              env=env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"the runs of {BASE_COMMIT[:12]} failed:\n{done.stderr[-3000:]}")
 
 
 def _gaussian(position):
@@ -85,17 +151,24 @@ def arrays_of(trace) -> dict[str, np.ndarray]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    out = Path(argv[0]) if argv and not argv[0].startswith("--") else PATH
+    if "--expect-package" in argv:  # remake_from_base_commit: the old package is imported
+        expected = Path(argv[argv.index("--expect-package") + 1]) / "weightspace"
+        assert Path(ws.__file__).parent == expected, (ws.__file__, expected)
     arrays = {}
     for name, make in runs().items():
         for key, value in arrays_of(make()).items():
             arrays[f"{name}:{key}"] = value
         print(name, file=sys.stderr)
-    PATH.parent.mkdir(exist_ok=True)
-    np.savez_compressed(PATH, **arrays)
-    print(f"wrote {len(arrays)} arrays to {PATH}")
+    arrays[FINGERPRINT_KEY] = np.array(json.dumps(fingerprint()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, out)
+    print(f"wrote {len(arrays)} arrays to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
