@@ -27,6 +27,15 @@ import tomllib
 from pathlib import Path
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
+# remake_from_base_commit: import weightspace from this plain tree only. An editable
+# install's finder maps the subpackages (weightspace.samplers, ...) to the checkout's
+# folders ahead of PYTHONPATH, so it is taken out of this process's import system.
+TREE = os.environ.get("WEIGHTSPACE_REFERENCE_TREE")
+if TREE:
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in
+                        f"{type(f).__module__}.{type(f).__name__}".lower()]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if "editable" not in repr(h).lower()]
+    sys.path.insert(0, TREE)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -81,11 +90,11 @@ def remake_from_base_commit(out: Path) -> None:
         for package, folder in sorted(mapping.items()):  # weightspace first
             shutil.copytree(base / folder, tmp.joinpath("src", *package.split(".")),
                             dirs_exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": str(tmp / "src"), "JAX_NUM_CPU_DEVICES": "8"}
+        env = {**os.environ, "WEIGHTSPACE_REFERENCE_TREE": str(tmp / "src"),
+               "JAX_NUM_CPU_DEVICES": "8"}
         # The script is this one (the same settings); the package is the old one.
         shutil.copy(__file__, tmp / "reference_runs.py")
-        done = subprocess.run([sys.executable, str(tmp / "reference_runs.py"), str(out),
-                               "--expect-package", str(tmp / "src")],
+        done = subprocess.run([sys.executable, str(tmp / "reference_runs.py"), str(out)],
                               env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"the runs of {BASE_COMMIT[:12]} failed:\n{done.stderr[-3000:]}")
@@ -152,10 +161,12 @@ def arrays_of(trace) -> dict[str, np.ndarray]:
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[0]) if argv and not argv[0].startswith("--") else PATH
-    if "--expect-package" in argv:  # remake_from_base_commit: the old package is imported
-        expected = Path(argv[argv.index("--expect-package") + 1]) / "weightspace"
-        assert Path(ws.__file__).parent == expected, (ws.__file__, expected)
+    out = Path(argv[0]) if argv else PATH
+    if TREE:  # every module of the package is the tree's, none the checkout's
+        loaded = {name: getattr(module, "__file__", None) for name, module
+                  in sys.modules.items() if name.split(".")[0] == "weightspace"}
+        stray = {n: f for n, f in loaded.items() if f and not f.startswith(TREE)}
+        assert len(loaded) > 10 and not stray, stray
     arrays = {}
     for name, make in runs().items():
         for key, value in arrays_of(make()).items():
