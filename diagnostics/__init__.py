@@ -10,9 +10,10 @@ from weightspace.diagnostics.predictive import (
     accuracy, agreement, brier, classification_metrics, ece, ensemble_predictive,
     gaussian_nll, nll, regression_metrics, reliability_bins, rmse, total_variation)
 from weightspace.diagnostics.rhat import rhat, rhat_summary
-from weightspace.diagnostics.summary import Summary, summary
+from weightspace.diagnostics.summary import Summary, gradient_cost, summary
 
 __all__ = ["accuracy", "agreement", "align_permutations", "brier", "classification_metrics",
-           "ece", "ensemble_predictive", "ess", "gaussian_nll", "nll", "plot_reliability",
+           "ece", "ensemble_predictive", "ess", "gaussian_nll", "gradient_cost", "nll",
+           "plot_reliability",
            "plot_rhat", "plot_trace", "regression_metrics", "reliability_bins", "rhat",
            "rhat_summary", "rmse", "Summary", "summary", "total_variation"]

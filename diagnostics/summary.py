@@ -194,7 +194,7 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
                 pooled = rhat_summary(values, thresholds=(), quantiles=ESS_QUANTILES)
                 ess_rows.append({"space": space, "kind": kind, "count": pooled["count"],
                                  "quantiles": pooled["quantiles"]})
-    cost = _cost(trace)
+    cost = gradient_cost(trace)
     if cost and cost["total_grad_evals"] > 0:
         for r in ess_rows:
             r["per_1000_grad_evals"] = {q: 1000.0 * v / cost["total_grad_evals"]
@@ -204,8 +204,9 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
                    cost)
 
 
-def _cost(trace) -> dict:
-    """Gradients of the run, all chains: {} when the trace does not count them."""
+def gradient_cost(trace) -> dict:
+    """Full-batch-equivalent gradients of a run, all chains, warmup and sampling:
+    {} when the trace does not count them."""
     stats = trace.stats or {}
     if "grad_evals" not in stats:
         return {}

@@ -9,6 +9,8 @@
   against chain length (`weightspace mixing`).
 - `llc_vs_generalization(out)`: the LLCs of a comparison against test NLL and
   the generalization gap (`weightspace llc-vs-generalization`).
+- `methods`: the registry of the methods `compare` runs (`Method`,
+  `register_method`): adding a sampler to `compare` is one entry.
 - `rebuild`: the posterior of a run directory from its command.json
   (`rebuild.read_command`, `rebuild.from_command`).
 
@@ -16,11 +18,14 @@ The package `comparison` holds `compare` (the function keeps the public
 name). The command line (weightspace.cli) sits on top of these studies.
 """
 
-from weightspace.experiments import presets, rebuild
+from weightspace.experiments import methods, presets, rebuild
 from weightspace.experiments.comparison import compare
 from weightspace.experiments.generalization import LLCGeneralization, llc_vs_generalization
+from weightspace.experiments.methods import Method
+from weightspace.experiments.methods import register as register_method
 from weightspace.experiments.mixing import MixingResult, mixing, plot_mixing
 from weightspace.experiments.presets import PRESETS, Preset
 
-__all__ = ["PRESETS", "LLCGeneralization", "MixingResult", "Preset", "compare",
-           "llc_vs_generalization", "mixing", "plot_mixing", "presets", "rebuild"]
+__all__ = ["PRESETS", "LLCGeneralization", "Method", "MixingResult", "Preset", "compare",
+           "llc_vs_generalization", "methods", "mixing", "plot_mixing", "presets", "rebuild",
+           "register_method"]

@@ -23,6 +23,7 @@ import typing
 from typing import Any
 
 from weightspace import models
+from weightspace.experiments import methods as methods_lib
 
 CIFAR10_TRAIN = 50_000   # training rows of CIFAR-10 (tfds "train" split)
 IMDB_TRAIN = 25_000      # training rows of IMDB reviews
@@ -126,7 +127,10 @@ class LLCSettings:
 class Preset:
     """Everything `weightspace compare` runs. network: a ws.models network
     description; prior_variance, temperature: the posterior every method
-    targets (SGD may use its own prior variance, its weight decay)."""
+    targets (SGD may use its own prior variance, its weight decay).
+    method_settings: ((name, settings), ...) for registered methods that keep
+    their settings in a class of their own (ws.experiments.methods.Method); a
+    method not named there runs with its class's defaults."""
 
     name: str
     description: str
@@ -141,21 +145,43 @@ class Preset:
     csghmc: CyclicalSettings = CyclicalSettings()
     mfvi: MFVISettings = MFVISettings()
     llc: LLCSettings = LLCSettings()
+    method_settings: tuple = ()
 
     def __post_init__(self):
         _check(self)
 
+    def settings(self, method: str):
+        """The settings of a registered method with a settings class
+        (ws.experiments.methods): this preset's (method_settings), else the
+        class's defaults."""
+        entry = methods_lib.REGISTRY.get(method)
+        if entry is None or entry.settings is None:
+            raise ValueError(f"method={method!r} is not a registered method with settings of "
+                             f"its own; those are: {', '.join(_extra_methods()) or 'none'}")
+        given = dict(self.method_settings).get(method)
+        return entry.settings() if given is None else given
+
     def to_dict(self) -> dict:
-        """JSON-ready: nested dicts; the network as {"type": class name, fields}."""
+        """JSON-ready: nested dicts; the network as {"type": class name, fields};
+        then every registered method's settings under its name."""
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "method_settings":
+                continue
             if f.name == "network":
                 value = {"type": type(value).__name__, **_plain(value)}
             elif dataclasses.is_dataclass(value):
                 value = _plain(value)
             out[f.name] = value
+        for method in _extra_methods():
+            out[method] = _plain(self.settings(method))
         return out
+
+
+def _extra_methods() -> tuple[str, ...]:
+    """Registered methods whose settings are not fields of Preset."""
+    return tuple(m.name for m in methods_lib.REGISTRY.values() if m.settings is not None)
 
 
 def _plain(obj) -> dict:
@@ -204,6 +230,11 @@ def _check(p: Preset) -> None:
     positive("llc.step_size", p.llc.step_size)
     if p.data.n_test is not None:
         positive("data.n_test", p.data.n_test, integer=True)
+    for pair in p.method_settings:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)
+                and dataclasses.is_dataclass(pair[1])):
+            raise ValueError(f"preset {p.name!r}: method_settings={p.method_settings!r} must "
+                             f"be ((method name, settings dataclass), ...) pairs")
     if not all(isinstance(i, numbers.Integral) for i in p.llc.hmc_draws):
         raise ValueError(f"preset {p.name!r}: llc.hmc_draws={p.llc.hmc_draws!r} must be a "
                          f"tuple of draw indices")
@@ -331,6 +362,9 @@ def smoke(preset) -> Preset:
         mfvi=dataclasses.replace(p.mfvi, num_epochs=1, batch_size=batch, num_samples=2),
         llc=dataclasses.replace(p.llc, num_chains=2, num_draws=2, num_burnin=1,
                                 batch_size=batch if p.llc.batch_size is not None else None),
+        # registered methods shrink themselves (Method.smoke)
+        method_settings=tuple((m, methods_lib.REGISTRY[m].smoke(p.settings(m)))
+                              for m in _extra_methods()),
     )
 
 
@@ -341,11 +375,15 @@ _TOP = ("prior_variance", "temperature")
 
 
 def fields() -> list[str]:
-    """The names `override` accepts: "prior_variance", "hmc.num_samples", ..."""
+    """The names `override` accepts: "prior_variance", "hmc.num_samples", ...,
+    and those of registered methods with settings ("mala.step_size")."""
     out = list(_TOP)
     hints = typing.get_type_hints(Preset)
     for section in _SECTIONS:
         out += [f"{section}.{f.name}" for f in dataclasses.fields(hints[section])]
+    for method in _extra_methods():
+        out += [f"{method}.{f.name}"
+                for f in dataclasses.fields(methods_lib.REGISTRY[method].settings)]
     return out
 
 
@@ -369,7 +407,14 @@ def override(preset, changes: dict) -> Preset:
         if name not in allowed:
             raise ValueError(f"unknown preset field {name!r} in overrides; the fields are: "
                              f"{', '.join(allowed)}")
-        if "." in name:
+        if "." in name and name.split(".")[0] in _extra_methods():
+            method, field = name.split(".")
+            part = p.settings(method)
+            value = _coerce(name, value, typing.get_type_hints(type(part))[field])
+            pairs = dict(p.method_settings)
+            pairs[method] = dataclasses.replace(part, **{field: value})
+            p = dataclasses.replace(p, method_settings=tuple(pairs.items()))
+        elif "." in name:
             section, field = name.split(".")
             part = getattr(p, section)
             value = _coerce(name, value, typing.get_type_hints(type(part))[field])

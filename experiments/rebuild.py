@@ -15,7 +15,9 @@ its resume.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from weightspace import data as data_lib
 from weightspace import models
@@ -24,30 +26,48 @@ from weightspace.jsonio import read_json
 COMMAND_FORMAT = 1
 REBUILD_KEYS = ("dataset", "data_dir", "n_train", "model", "hidden", "prior_variance",
                 "temperature", "seed", "sampler")
-MODELS = ("mlp", "linear", "lenet5", "resnet20frn", "cnnlstm")
 
 
 class RebuildError(ValueError):
     """A run directory whose posterior cannot be rebuilt (names the directory and why)."""
 
 
+def _cnnlstm(hidden, data, outputs):
+    return models.CNNLSTM(vocab_size=data.info.get("vocab_size", 20000), num_outputs=outputs)
+
+
+# The networks `weightspace sample --model NAME` builds, one entry each:
+# name -> build(hidden widths, data, outputs) -> a ws.models network. The command
+# line's --model choices are this registry's names.
+NETWORKS: dict[str, Callable[[tuple, Any, int], Any]] = {
+    "mlp": lambda hidden, data, outputs: models.MLP(tuple(hidden), outputs),
+    "linear": lambda hidden, data, outputs: models.MLP((), outputs),
+    "lenet5": lambda hidden, data, outputs: models.LeNet5(outputs),
+    "resnet20frn": lambda hidden, data, outputs: models.ResNet20FRN(outputs),
+    "cnnlstm": _cnnlstm,
+}
+MODELS = tuple(NETWORKS)  # the built-in names (NETWORKS is the registry)
+
+
+def register_network(name: str, build: Callable[[tuple, Any, int], Any]) -> None:
+    """Offer a network to `weightspace sample --model NAME` (and to runs rebuilt
+    from command.json): build(hidden widths, data, outputs) -> network."""
+    if not isinstance(name, str) or not name or name in NETWORKS:
+        raise ValueError(f"name={name!r} is not allowed: it must be a new, non-empty name "
+                         f"(taken: {', '.join(NETWORKS)})")
+    if not callable(build):
+        raise TypeError(f"build must be callable; got {build!r}")
+    NETWORKS[name] = build
+
+
 def network(model: str, hidden, data):
-    """The network `model` (a name of MODELS; `hidden`: the MLP's hidden widths)
+    """The network `model` (a name of NETWORKS; `hidden`: the MLP's hidden widths)
     with the outputs of `data` (its classes, or its target dimensions)."""
     outputs = data.num_classes if data.num_classes is not None else data.y_train.shape[1]
-    if model == "mlp":
-        return models.MLP(tuple(hidden), outputs)
-    if model == "linear":
-        return models.MLP((), outputs)
-    if model == "lenet5":
-        return models.LeNet5(outputs)
-    if model == "resnet20frn":
-        return models.ResNet20FRN(outputs)
-    if model == "cnnlstm":
-        return models.CNNLSTM(vocab_size=data.info.get("vocab_size", 20000),
-                              num_outputs=outputs)
-    raise ValueError(f"model={model!r} is not allowed: choose one of "
-                     f"{', '.join(map(repr, MODELS))}")
+    if model not in NETWORKS:
+        raise ValueError(f"model={model!r} is not allowed: choose one of "
+                         f"{', '.join(map(repr, NETWORKS))}")
+    return NETWORKS[model](tuple(hidden or ()), data, outputs)
 
 
 def from_command(command: dict):

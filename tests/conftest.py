@@ -99,7 +99,7 @@ UNIT_SECONDS = {
     "tests/test_mixing.py": 60,
     "tests/test_sharding.py": 55,
     "tests/test_posterior.py": 55,
-    "tests/test_adding_a_sampler.py": 50,
+    "tests/test_adding_a_sampler.py": 120,
     "tests/test_slt_dln.py": 35,
 }
 

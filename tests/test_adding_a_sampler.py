@@ -1,8 +1,10 @@
 """The README's "Adding a sampler" example runs: a MALA written against the
 sampler protocol goes through the driver with a run directory, resumes to the
-draws it already had, counts its gradients, samples its target correctly, and
-registers by name."""
+draws it already had, counts its gradients, samples its target correctly,
+registers by name for the command line, and registers as a method that
+`compare` runs and reports beside the built-in ones."""
 
+import json
 import re
 from pathlib import Path
 
@@ -32,6 +34,7 @@ def example(tmp_path, monkeypatch):
         yield namespace
     finally:
         ws.samplers.SAMPLERS.pop("mala", None)
+        ws.experiments.methods.unregister("mala")
 
 
 def test_the_sampler_fits_in_sixty_lines():
@@ -88,3 +91,34 @@ def test_the_command_line_runs_a_registered_sampler_and_resumes(example, tmp_pat
     # a flag mala does not take is refused, naming the samplers that take it
     code, _, err = run_command([*argv[:-2], "--epochs", "3", "--out", out], capsys)
     assert code != 0 and "--epochs 3 is not used by --sampler mala" in err
+
+
+def test_compare_runs_the_registered_method_and_reports_it(example, tmp_path, capsys):
+    from weightspace.experiments.comparison import STAGES, format_table, settings
+
+    assert STAGES.index("mala") == STAGES.index("mfvi") + 1 < STAGES.index("rhat")
+    # its key comes after the built-in stages' keys, which keep theirs
+    assert [settings.key_number(s) for s in STAGES] == [0, 1, 2, 3, 4, 5, 10, 6, 7, 8, 9]
+    assert "mala.step_size" in ws.experiments.presets.fields()
+    out = tmp_path / "compare"
+    code, stdout, err = run_command(
+        ["compare", "--preset", "quick", "--smoke", "--out", out, "--no-progress",
+         "--set", "mala.step_size=1e-6"], capsys)
+    assert code == 0, stdout + err
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"]["mala"] == {"num_chains": 2, "num_samples": 2, "num_warmup": 1,
+                                         "step_size": 1e-6}
+    record = results["stages"]["mala"]
+    assert record["status"] == "ok"
+    assert record["result"]["run_dir"] == "runs/mala" and record["result"]["num_draws"] == 2
+    # the first gradient and one warmup step per chain, then one per draw
+    assert record["result"]["total_grad_evals"] == 2 * 2 + 2 * 2
+    mala = results["methods"]["mala"]
+    assert mala["status"] == "ok" and mala["num_models"] == 4
+    for metric in ("accuracy", "nll", "ece", "brier", "agreement_vs_hmc"):
+        assert np.isfinite(mala[metric]), metric
+    assert "mala" in results["stages"]["metrics"]["result"]["nll_vs_samples"]
+    assert any(line.startswith("mala ") for line in format_table(results).splitlines())
+    assert "| mala | ok |" in (out / "report.md").read_text()
+    loaded = ws.samplers.load(out / "runs" / "mala")
+    assert loaded.info["config"]["sampler"] == "mala"

@@ -15,10 +15,11 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     try:
         for block in blocks:
             exec(compile(block, str(README), "exec"), namespace)
-    finally:  # the "Adding a sampler" example registers one; keep the registry as it was
+    finally:  # the "Adding a sampler" example registers one; keep the registries as they were
         import weightspace as ws
 
         ws.samplers.SAMPLERS.pop("mala", None)
+        ws.experiments.methods.unregister("mala")
 
 
 def test_readme_opens_with_the_two_setup_commands():

@@ -31,23 +31,33 @@ again); a failed or skipped one runs again. A stage that raises is recorded
 with its error and the others still run; one that needs a failed stage (mfvi
 starts at the SGD solution, rhat reads HMC) is skipped with the reason.
 
+The methods are a registry (ws.experiments.methods): a sampler added there
+with `register(Method(...))` runs as a stage of its own, before the analyses,
+and reaches results.json, the table, the figures and `--set`.
+
 Modules: `settings` (stages, preset resolution, the output directory check),
-`state` (`Run`, what the stages share), `stages` (one function per stage),
-`report` (results.json, the methods table, report.md, figures) and `run`
-(`compare`: the stages in order, resumed or recorded).
+`state` (`Run`, what the stages share), `stages` (one function per stage; the
+built-in methods' registry entries), `report` (results.json, the methods table,
+report.md, figures) and `run` (`compare`: the stages in order, resumed or
+recorded).
 """
 
+from weightspace.experiments.comparison import settings as _settings
 from weightspace.experiments.comparison.report import RESULTS_SCHEMA, format_table
 from weightspace.experiments.comparison.run import compare
-from weightspace.experiments.comparison.settings import (
-    FIGURES,
-    LLC_METHODS,
-    METRICS,
-    STAGES,
-    CompareError,
-)
-from weightspace.experiments.comparison.stages import running_nll
+from weightspace.experiments.comparison.settings import FIGURES, METRICS, CompareError
+from weightspace.experiments.comparison.stages import running_nll, sampler_result
 from weightspace.experiments.methods import LABELS, METHODS
 
 __all__ = ["FIGURES", "LABELS", "LLC_METHODS", "METHODS", "METRICS", "RESULTS_SCHEMA",
-           "STAGES", "CompareError", "compare", "format_table", "running_nll"]
+           "STAGES", "CompareError", "compare", "format_table", "running_nll",
+           "sampler_result"]
+
+
+def __getattr__(name: str):
+    # STAGES and LLC_METHODS follow the methods registry: read when asked for.
+    if name == "STAGES":
+        return _settings.stages()
+    if name == "LLC_METHODS":
+        return _settings.llc_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,10 +7,11 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from weightspace import diagnostics
-from weightspace.experiments.comparison.settings import FIGURES, METRICS, STAGES
+from weightspace.experiments.comparison.settings import FIGURES, METRICS
+from weightspace.experiments.comparison.settings import stages as all_stages
 from weightspace.experiments.comparison.state import Run
 from weightspace.experiments.generalization import llc_vs_generalization
-from weightspace.experiments.methods import LABELS, METHODS
+from weightspace.experiments.methods import LABELS, names
 from weightspace.experiments.tables import fixed_width, fmt
 from weightspace.jsonio import is_writer, jsonable
 
@@ -93,7 +94,7 @@ def format_table(results: dict) -> str:
               "TV(HMC)"]
     rows = []
     methods = results.get("methods") or {}
-    for method in METHODS:
+    for method in names():
         entry = methods.get(method)
         if entry is None:
             status = results["stages"].get(method, {}).get("status", "-")
@@ -129,7 +130,7 @@ def stage_report(run: Run) -> dict:
              (f"{run.post}; {run.post.num_params():,} weights; {len(run.data.x_test)} test "
               f"rows; seed {results.get('seed')}."), "", "## Stages", ""]
     rows = []
-    for stage in STAGES[:-1]:
+    for stage in all_stages()[:-1]:
         r = run.records[stage]
         what = ""
         if r.get("error"):
@@ -212,7 +213,7 @@ def gather_results(run: Run) -> dict:
     """The content of OUT/results.json (RESULTS_SCHEMA) from the records so far."""
     recs = run.records
     stages = {}
-    for stage in STAGES:
+    for stage in all_stages():
         if stage in recs:
             r = recs[stage]
             stages[stage] = {"status": r["status"], "resumed": bool(r.get("resumed")),
@@ -223,7 +224,7 @@ def gather_results(run: Run) -> dict:
     methods = metrics.get("methods")
     if methods is None:  # metrics not run (yet) or failed: the methods' own statuses
         methods = {m: {"status": recs[m]["status"], "error": recs[m].get("error"),
-                       "reason": recs[m].get("reason")} for m in METHODS if m in recs}
+                       "reason": recs[m].get("reason")} for m in names() if m in recs}
     rhat_rec = recs.get("rhat") or {}
     hmc = {"sampler": (recs.get("hmc") or {}).get("result")}
     if rhat_rec.get("status") == "ok":

@@ -22,16 +22,17 @@ from weightspace.experiments.comparison.report import (
 )
 from weightspace.experiments.comparison.settings import (
     FORMAT,
-    NEEDS,
-    STAGES,
-    USES,
     CompareError,
     check_out,
     load_data,
+    needs,
     resolve_preset,
+    stages,
+    uses,
 )
-from weightspace.experiments.comparison.stages import STAGE_FNS
+from weightspace.experiments.comparison.stages import ANALYSIS_FNS
 from weightspace.experiments.comparison.state import Run
+from weightspace.experiments.methods import REGISTRY
 from weightspace.jsonio import is_writer, read_json, write_json
 
 
@@ -79,7 +80,7 @@ def compare(preset="quick", out=None, *, smoke: bool = False, data_dir=None, see
               "network": repr(p.network), "num_params": int(post.num_params())}
     run = Run(preset=p, out=out, data=data, post=post, key=jax.random.key(seed),
               progress=progress, smoke=smoke, header=header)
-    for i, stage in enumerate(STAGES):
+    for i, stage in enumerate(stages()):
         _run_stage(run, stage, i)
         results = gather_results(run)
         write_json(out / "results.json", results, writer_only=True)
@@ -92,16 +93,16 @@ def compare(preset="quick", out=None, *, smoke: bool = False, data_dir=None, see
 
 
 def _run_stage(run: Run, stage: str, index: int) -> None:
-    needs, uses = NEEDS.get(stage, ()), USES.get(stage, ())
-    inputs = {s: run.records[s]["status"] for s in (*needs, *uses)}
+    needed = needs(stage)
+    inputs = {s: run.records[s]["status"] for s in (*needed, *uses(stage))}
     path = run.out / "stages" / f"{stage}.json"
-    title = f"[{index + 1}/{len(STAGES)}] {stage}"
+    title = f"[{index + 1}/{len(stages())}] {stage}"
     stored = read_json(path, default=None)
     if stored and stored.get("status") == "ok" and stored.get("inputs") == inputs:
         run.records[stage] = {**stored, "resumed": True}
         print(f"{title}: resumed (finished earlier in {stored['seconds']:.1f} s)", flush=True)
         return
-    missing = [s for s in needs if inputs[s] != "ok"]
+    missing = [s for s in needed if inputs[s] != "ok"]
     record = {"stage": stage, "inputs": inputs, "resumed": False, "error": None}
     if missing:
         reason = "; ".join(f"needs {s}, which {inputs[s]}" for s in missing)
@@ -112,7 +113,7 @@ def _run_stage(run: Run, stage: str, index: int) -> None:
         start = time.perf_counter()
         try:
             with _quiet_smoke(run.smoke):
-                result = _STAGE_FNS[stage](run)
+                result = _stage_fn(stage)(run)
         except Exception as err:  # noqa: BLE001  (recorded; the other stages run)
             seconds = time.perf_counter() - start
             record.update(status="failed", seconds=seconds, result=None,
@@ -141,4 +142,7 @@ def _quiet_smoke(smoke: bool):
         yield
 
 
-_STAGE_FNS: dict[str, Callable[[Run], dict]] = {**STAGE_FNS, "report": stage_report}
+def _stage_fn(stage: str) -> Callable[[Run], dict]:
+    if stage in REGISTRY:
+        return REGISTRY[stage].run
+    return stage_report if stage == "report" else ANALYSIS_FNS[stage]

@@ -1,6 +1,6 @@
-"""The settings of a comparison: its stages, the preset it runs (with smoke and
-overrides applied), its data, and the output directory check that refuses to
-resume a run of other settings."""
+"""The settings of a comparison: its stages (the registered methods, then the
+analyses), the preset it runs (with smoke and overrides applied), its data, and
+the output directory check that refuses to resume a run of other settings."""
 
 from __future__ import annotations
 
@@ -11,21 +11,57 @@ from pathlib import Path
 
 from weightspace import data as data_lib
 from weightspace.experiments import presets as presets_lib
-from weightspace.experiments.methods import METHODS
+from weightspace.experiments import methods
 from weightspace.jsonio import jsonable, read_json
 
 FORMAT = 1
-STAGES = (*METHODS, "rhat", "metrics", "llc", "report")
+ANALYSES = ("rhat", "metrics", "llc", "report")
 METRICS = ("accuracy", "nll", "ece", "brier", "agreement_vs_hmc", "total_variation_vs_hmc")
-LLC_METHODS = ("sgd", "deep_ensemble", "hmc")
 FIGURES = {"rhat": "rhat.png", "reliability": "reliability.png",
            "nll_vs_samples": "nll_vs_samples.png"}
+# The methods compare has always run, in their order: with the analyses they keep
+# the stage keys 0-9 they have always had (see key_number).
+BUILT_IN = ("hmc", "sgd", "deep_ensemble", "sgld", "csghmc", "mfvi")
+# The order in which the llc stage visits the built-in methods' positions.
+LLC_ORDER = ("sgd", "deep_ensemble", "hmc")
 
-# Stages a stage cannot run without, and stages whose results it uses when
-# they are there. A record is resumed only when these had the same statuses.
-NEEDS = {"mfvi": ("sgd",), "rhat": ("hmc",)}
-USES = {"metrics": METHODS, "llc": LLC_METHODS,
-        "report": tuple(s for s in STAGES if s != "report")}
+
+def stages() -> tuple[str, ...]:
+    """Every stage, in the order they run: the registered methods, then the analyses."""
+    return (*methods.names(), *ANALYSES)
+
+
+def key_number(stage: str) -> int:
+    """The number a stage's key folds in: the built-in methods and the analyses
+    keep 0-9, methods registered later follow from 10 in their order, so adding a
+    method changes no other stage's draws."""
+    later = tuple(m for m in methods.names() if m not in BUILT_IN)
+    return (*BUILT_IN, *ANALYSES, *later).index(stage)
+
+
+def llc_methods() -> tuple[str, ...]:
+    """The methods at whose positions the llc stage estimates LLCs."""
+    named = [m for m in methods.names() if methods.REGISTRY[m].llc_positions is not None]
+    return (*(m for m in LLC_ORDER if m in named), *(m for m in named if m not in LLC_ORDER))
+
+
+def needs(stage: str) -> tuple[str, ...]:
+    """Stages `stage` cannot run without (it is skipped when one did not finish)."""
+    if stage == "rhat":
+        return ("hmc",)
+    return methods.REGISTRY[stage].needs if stage in methods.REGISTRY else ()
+
+
+def uses(stage: str) -> tuple[str, ...]:
+    """Stages whose results `stage` reads when they are there. A record is
+    resumed only when its needs and uses had the same statuses."""
+    if stage == "metrics":
+        return methods.names()
+    if stage == "llc":
+        return llc_methods()
+    if stage == "report":
+        return stages()[:-1]
+    return ()
 
 
 class CompareError(ValueError):

@@ -1,7 +1,8 @@
 """The stages of a comparison, one function of the shared `Run` each: the
-sampling methods (hmc, sgd, deep_ensemble, sgld, csghmc, mfvi), rhat, metrics
-and llc (report is `report.stage_report`). Each returns its record's result
-(JSON-ready); the methods' draws stay in their run directories under OUT/runs.
+built-in methods (hmc, sgd, deep_ensemble, sgld, csghmc, mfvi, registered here
+in ws.experiments.methods), then rhat, metrics and llc (report is
+`report.stage_report`). Each returns its record's result (JSON-ready); the
+methods' draws stay in their run directories under OUT/runs.
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ import numpy as np
 from weightspace import diagnostics, models, samplers, slt
 from weightspace.experiments import generalization
 from weightspace.experiments.comparison import report
-from weightspace.experiments.comparison.settings import FIGURES, LLC_METHODS
+from weightspace.experiments.comparison.settings import FIGURES, llc_methods
 from weightspace.experiments.comparison.state import Run
-from weightspace.experiments.methods import METHODS
+from weightspace.experiments.methods import REGISTRY, Method, names, register
 from weightspace.jsonio import is_writer, jsonable, read_json, write_json
 
 
 # ------------------------------------------------------------------ sampling stages
+
+def sampler_result(run: Run, method: str, trace) -> dict:
+    """What a method's record says of its run: where it is, its shape and what it
+    cost in full-batch-equivalent gradients (warmup and sampling, all chains).
+    For methods registered beside the built-in ones."""
+    return {"run_dir": run.relative(run.run_dir(method)), "num_chains": trace.num_chains,
+            "num_draws": trace.num_draws, **diagnostics.gradient_cost(trace)}
+
 
 def _steps_per_epoch(run: Run, batch_size: int) -> int:
     return max(1, run.data.num_train // batch_size)
@@ -145,6 +154,10 @@ def _stage_mfvi(run: Run) -> dict:
             "scale_summary": trace.info.get("scale_summary")}
 
 
+def _mfvi_predictions(run: Run) -> np.ndarray:
+    return np.load(run.run_dir("mfvi") / "predictions.npy", mmap_mode="r")
+
+
 # ------------------------------------------------------------------ rhat
 
 def _stage_rhat(run: Run) -> dict:
@@ -207,7 +220,7 @@ def running_nll(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
 
 def _stage_metrics(run: Run) -> dict:
     methods, curves, probs_of = {}, {}, {}
-    for method in METHODS:
+    for method in names():
         if not run.ok(method):
             rec = run.records[method]
             methods[method] = {"status": rec["status"],
@@ -220,7 +233,8 @@ def _stage_metrics(run: Run) -> dict:
                  **_ensemble_metrics(run, probs), "notes": []}
         methods[method] = entry
         # Members are the models of a deep ensemble: a running curve over them.
-        ordered = np.swapaxes(preds, 0, 1) if method == "deep_ensemble" else preds
+        members = REGISTRY[method].members == "chains"
+        ordered = np.swapaxes(preds, 0, 1) if members else preds
         curves[method] = running_nll(ordered, run.data.y_test)
     reference = probs_of.get("hmc")
     for method, entry in methods.items():
@@ -254,16 +268,19 @@ def _stage_metrics(run: Run) -> dict:
 
 def _llc_positions(run: Run) -> list[tuple[str, int, int]]:
     """(method, chain, draw) of every position whose LLC is estimated."""
-    out = []
-    if run.ok("sgd"):
-        out.append(("sgd", 0, 0))
-    if run.ok("deep_ensemble"):
-        out += [("deep_ensemble", m, 0) for m in range(run.preset.ensemble.num_members)]
-    if run.ok("hmc"):
-        draws = run.records["hmc"]["result"]["num_draws"]
-        picked = list(dict.fromkeys(d % draws for d in run.preset.llc.hmc_draws))
-        out += [("hmc", c, d) for c in range(run.preset.hmc.num_chains) for d in picked]
-    return out
+    return [(method, chain, draw) for method in llc_methods() if run.ok(method)
+            for chain, draw in REGISTRY[method].llc_positions(run)]
+
+
+def _hmc_positions(run: Run) -> list[tuple[int, int]]:
+    """Per chain, the draws llc.hmc_draws (indices, negative from the end)."""
+    draws = run.records["hmc"]["result"]["num_draws"]
+    picked = list(dict.fromkeys(d % draws for d in run.preset.llc.hmc_draws))
+    return [(c, d) for c in range(run.preset.hmc.num_chains) for d in picked]
+
+
+def _ensemble_positions(run: Run) -> list[tuple[int, int]]:
+    return [(m, 0) for m in range(run.preset.ensemble.num_members)]
 
 
 def _llc_settings(run: Run) -> dict:
@@ -296,7 +313,7 @@ def _stage_llc(run: Run) -> dict:
                               trace.positions)
         # The key is a function of the position only (method, chain, draw).
         k = jax.random.fold_in(jax.random.fold_in(
-            jax.random.fold_in(key, METHODS.index(method)), chain), draw)
+            jax.random.fold_in(key, names().index(method)), chain), draw)
         est = slt.llc(run.post, params, k, progress=run.progress, **settings)
         probs = np.asarray(trace.predictions[chain, draw], np.float64)
         entry = {"method": method, "chain": chain, "draw": draw, "llc": est.mean,
@@ -310,13 +327,13 @@ def _stage_llc(run: Run) -> dict:
         write_json(partial_path, {"settings": settings, "positions": entries},
                    writer_only=True)
     by_method = {}
-    for method in LLC_METHODS:
+    for method in llc_methods():
         values = np.array([e["llc"] for e in entries if e["method"] == method
                            and e["llc"] is not None], np.float64)
         if values.size:
             by_method[method] = {"count": int(values.size), "mean": float(values.mean()),
                                  "sd": float(values.std(ddof=1)) if values.size > 1 else None}
-    skipped = [m for m in LLC_METHODS if not run.ok(m)]
+    skipped = [m for m in llc_methods() if not run.ok(m)]
     result = {"settings": settings, "positions": entries, "by_method": by_method,
               "notes": [f"{m} {run.records[m]['status']}: no LLC there" for m in skipped]}
     # LLC against test NLL and the generalization gap: the figure and JSON of
@@ -327,8 +344,18 @@ def _stage_llc(run: Run) -> dict:
     return result
 
 
-STAGE_FNS: dict[str, Callable[[Run], dict]] = {
-    "hmc": _stage_hmc, "sgd": _stage_sgd, "deep_ensemble": _stage_deep_ensemble,
-    "sgld": _stage_sgld, "csghmc": _stage_csghmc, "mfvi": _stage_mfvi,
-    "rhat": _stage_rhat, "metrics": _stage_metrics, "llc": _stage_llc,
-}
+ANALYSIS_FNS: dict[str, Callable[[Run], dict]] = {
+    "rhat": _stage_rhat, "metrics": _stage_metrics, "llc": _stage_llc}
+
+
+# The built-in methods, first in the registry and in this order (their stage keys
+# and LLC keys are their positions here). replace=True: a module reload keeps them.
+for _method in (
+        Method("hmc", "HMC", _stage_hmc, llc_positions=_hmc_positions),
+        Method("sgd", "SGD", _stage_sgd, llc_positions=lambda run: [(0, 0)]),
+        Method("deep_ensemble", "deep ensemble", _stage_deep_ensemble, members="chains",
+               llc_positions=_ensemble_positions),
+        Method("sgld", "SGLD", _stage_sgld),
+        Method("csghmc", "cyclical SGHMC", _stage_csghmc),
+        Method("mfvi", "MFVI", _stage_mfvi, needs=("sgd",), predictions=_mfvi_predictions)):
+    register(_method, replace=True)

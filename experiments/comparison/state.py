@@ -11,7 +11,8 @@ import jax
 import numpy as np
 
 from weightspace import samplers
-from weightspace.experiments.comparison.settings import STAGES
+from weightspace.experiments import methods
+from weightspace.experiments.comparison.settings import key_number
 
 
 @dataclasses.dataclass
@@ -36,7 +37,11 @@ class Run:
         return str(Path(path).relative_to(self.out))
 
     def stage_key(self, stage: str):
-        return jax.random.fold_in(self.key, STAGES.index(stage))
+        return jax.random.fold_in(self.key, key_number(stage))
+
+    def settings(self, method: str):
+        """The settings of a registered method with a settings class of its own."""
+        return self.preset.settings(method)
 
     def ok(self, stage: str) -> bool:
         return self.records.get(stage, {}).get("status") == "ok"
@@ -50,6 +55,5 @@ class Run:
 
     def predictions(self, method: str) -> np.ndarray:
         """(chain, draw, n_test, k) test-set probabilities of a method's draws."""
-        if method == "mfvi":
-            return np.load(self.run_dir("mfvi") / "predictions.npy", mmap_mode="r")
-        return self.trace(method).predictions
+        read = methods.REGISTRY[method].predictions
+        return read(self) if read is not None else self.trace(method).predictions

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
         "compare", help="HMC against SGD, a deep ensemble, SGLD, cyclical SGHMC and MFVI, "
                         "with R-hat and LLC, into an output directory",
         description="Runs HMC, SGD, a deep ensemble, SGLD, cyclical SGHMC and mean-field VI "
-                    "on one posterior (a preset), then R-hat of HMC in weight and function "
+                    "(and any method registered in ws.experiments.methods) on one posterior "
+                    "(a preset), then R-hat of HMC in weight and function "
                     "space, each method's accuracy, NLL, ECE, Brier and agreement and total "
                     "variation against HMC, and local learning coefficients at the SGD "
                     "solution, the ensemble members and HMC draws. Writes OUT/results.json, "

@@ -207,7 +207,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
     p.add_argument("--n-train", type=positive_int, default=None,
                    help="subsample the training set")
-    p.add_argument("--model", default="mlp", choices=rebuild.MODELS)
+    p.add_argument("--model", default="mlp", choices=list(rebuild.NETWORKS))
     p.add_argument("--hidden", type=hidden_widths, default=(256, 256),
                    help="MLP hidden widths, comma-separated (default 256,256)")
     p.add_argument("--prior-variance", type=positive_float, default=0.2,
