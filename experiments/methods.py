@@ -88,8 +88,9 @@ class Method:
 
 
 REGISTRY: dict[str, Method] = {}
-RESERVED = ("rhat", "metrics", "llc", "report", "data", "prior_variance", "temperature",
-            "ensemble", "method_settings")
+# The analysis stages and the fields of Preset that are not methods' settings.
+RESERVED = ("rhat", "metrics", "llc", "report", "name", "description", "network", "data",
+            "prior_variance", "temperature", "ensemble", "method_settings")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
