@@ -8,7 +8,7 @@ is one `register(Method(...))` call beside the sampler's module: the stage list,
 results.json, the methods table, the figures, `--set NAME.FIELD=...` and
 `--smoke` all read this registry. The built-in methods (hmc, sgd,
 deep_ensemble, sgld, csghmc, mfvi) are registered by
-weightspace.experiments.comparison.builtin, in this order, before any other.
+weightspace.experiments.comparison.stages, in this order, before any other.
 
     @dataclasses.dataclass(frozen=True)
     class MALASettings:

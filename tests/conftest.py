@@ -2,10 +2,10 @@
 so sharded code paths run in every test session; a persistent XLA compilation
 cache shared by the workers and the processes the tests start."""
 
-import hashlib
 import os
-import platform
 from pathlib import Path
+
+from host import cpu_hash
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 
@@ -14,13 +14,8 @@ def _compilation_cache_dir() -> Path:
     """.pytest_cache/jax-compilation-cache/<host>: XLA:CPU compiles for the host's
     instruction set, which JAX's cache key leaves out, so a copied checkout on
     another CPU gets its own folder."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))})
-    except OSError:
-        cpu = [platform.processor()]
-    host = hashlib.sha256("\n".join([platform.machine(), *cpu]).encode()).hexdigest()[:12]
-    return Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache" / host
+    return (Path(__file__).resolve().parents[1] / ".pytest_cache" / "jax-compilation-cache"
+            / cpu_hash())
 
 
 # Much of the suite's time is XLA compiling, and many programs are compiled

@@ -14,10 +14,8 @@ stored (np.savez, no pickle).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +41,7 @@ import jaxlib  # noqa: E402
 import numpy as np  # noqa: E402
 
 import weightspace as ws  # noqa: E402
+from host import cpu_hash  # noqa: E402
 from weightspace.leaf_names import leaf_name  # noqa: E402
 
 PATH = Path(__file__).parent / "data" / "reference_runs.npz"
@@ -55,14 +54,7 @@ FINGERPRINT_KEY = "_meta:fingerprint"
 def fingerprint() -> dict:
     """What float results depend on beyond the code: the CPU's instruction set
     and the JAX and jaxlib versions."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = sorted({ln for ln in lines if ln.startswith(("model name", "flags", "Features"))})
-    except OSError:
-        cpu = [platform.processor()]
-    return {"cpu": hashlib.sha256("\n".join([platform.machine(), *cpu]).encode()
-                                  ).hexdigest()[:12],
-            "jax": jax.__version__, "jaxlib": jaxlib.__version__}
+    return {"cpu": cpu_hash(), "jax": jax.__version__, "jaxlib": jaxlib.__version__}
 
 
 def stored_fingerprint(arrays) -> dict | None:
@@ -93,8 +85,7 @@ def remake_from_base_commit(out: Path) -> None:
         env = {**os.environ, "WEIGHTSPACE_REFERENCE_TREE": str(tmp / "src"),
                "JAX_NUM_CPU_DEVICES": "8"}
         # The script is this one (the same settings); the package is the old one.
-        shutil.copy(__file__, tmp / "reference_runs.py")
-        done = subprocess.run([sys.executable, str(tmp / "reference_runs.py"), str(out)],
+        done = subprocess.run([sys.executable, __file__, str(out)],
                               env=env, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             raise RuntimeError(f"the runs of {BASE_COMMIT[:12]} failed:\n{done.stderr[-3000:]}")
