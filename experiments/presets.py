@@ -110,6 +110,39 @@ class MFVISettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class MAMSSettings:
+    """Metropolis-adjusted microcanonical sampling (ws.samplers.mams) from the
+    network's initializer; not in Izmailov et al. 2021."""
+
+    num_chains: int = 3
+    num_samples: int = 240              # as HMC's Table 3 (CIFAR-10)
+    num_warmup: int = 1000              # tuning transitions (ws.samplers.mams)
+    thin: int = 1
+    target_accept: float = 0.9          # Robnik, Cohn-Gordon and Seljak 2025
+    preconditioning: str = "diagonal"
+    max_num_steps: int = 1000
+    step_size: float | None = None      # None: tuned in warmup
+    L: float | None = None              # None: tuned in warmup
+
+
+@dataclasses.dataclass(frozen=True)
+class MILESettings:
+    """Chains started from deep-ensemble members (ws.samplers.mile; Sommer et
+    al. 2025). The members train with the preset's SGD settings (sgd.*) for
+    ensemble_epochs; the chains run `sampler` from them."""
+
+    sampler: str = "mclmc"              # Sommer et al. 2025: MCLMC
+    num_chains: int = 3
+    num_samples: int = 240
+    num_warmup: int = 1000
+    thin: int = 20
+    preconditioning: str = "diagonal"
+    ensemble_epochs: int | None = None  # None: the preset's sgd.num_epochs
+    step_size: float | None = None
+    L: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class LLCSettings:
     """ws.slt.llc at the SGD solution, every deep-ensemble member and, per HMC
     chain, the draws `hmc_draws` (indices, negative from the end)."""
@@ -268,6 +301,12 @@ QUICK = Preset(
     # keeps MALA acceptance above 0.9.
     llc=LLCSettings(num_chains=2, num_draws=200, num_burnin=200, step_size=1e-4,
                     batch_size=256),
+    # About 5,000 gradients per chain each (HMC above: about 10,000), so that the
+    # preset stays under 10 minutes; benchmarks/efficiency.py compares them at
+    # equal budgets.
+    method_settings=(
+        ("mams", MAMSSettings(num_samples=60, num_warmup=400)),
+        ("mile", MILESettings(num_samples=60, num_warmup=600, thin=30))),
 )
 
 PAPER_CIFAR10 = Preset(

@@ -1,4 +1,5 @@
-"""Samplers over weight pytrees: full-batch HMC, stochastic-gradient MCMC, and
+"""Samplers over weight pytrees: full-batch HMC, microcanonical samplers (MCLMC,
+MAMS), stochastic-gradient MCMC, and
 the optimization baselines (SGD, deep ensembles, mean-field VI).
 
 Kernels (`samplers/hmc.py`, `samplers/sgmcmc.py`) are pure functions over
@@ -15,11 +16,16 @@ from weightspace.samplers.algorithm import Algorithm
 from weightspace.samplers.baselines import deep_ensemble, mfvi, sgd
 from weightspace.samplers.driver import load
 from weightspace.samplers.hmc import HMCInfo, HMCState, hmc
+from weightspace.samplers.isokinetic import IsokineticState
+from weightspace.samplers.mams import MAMSInfo, MAMSState, mams
+from weightspace.samplers.mclmc import MCLMCInfo, mclmc
+from weightspace.samplers.mile import mile
 from weightspace.samplers.schedules import constant, cyclical
 from weightspace.samplers.sgmcmc import SGHMCState, SGLDState, SGMCMCInfo, sghmc, sgld
 from weightspace.samplers.trace import Trace
 from weightspace.samplers.registry import SAMPLERS, Entry, Option, register
 
-__all__ = ["SAMPLERS", "Algorithm", "Entry", "HMCInfo", "HMCState", "Option", "SGHMCState",
-           "SGLDState", "SGMCMCInfo", "Trace", "constant", "cyclical", "deep_ensemble", "hmc",
-           "load", "mfvi", "register", "sgd", "sghmc", "sgld"]
+__all__ = ["SAMPLERS", "Algorithm", "Entry", "HMCInfo", "HMCState", "IsokineticState",
+           "MAMSInfo", "MAMSState", "MCLMCInfo", "Option", "SGHMCState", "SGLDState",
+           "SGMCMCInfo", "Trace", "constant", "cyclical", "deep_ensemble", "hmc", "load",
+           "mams", "mclmc", "mfvi", "mile", "register", "sgd", "sghmc", "sgld"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -264,8 +265,27 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
     info["warmup_grad_evals"] = warmup_cost
     if store is not None:
         _write_warmup_cost(run_dir, warmup_cost)  # a resumed, finished run may lack it
-        return load(run_dir, template=positions_of(carry), _info=info)
-    return _trace_from_records(records, positions_of(carry), info)
+        trace = load(run_dir, template=positions_of(carry), _info=info)
+    else:
+        trace = _trace_from_records(records, positions_of(carry), info)
+    return report_stuck(trace, desc)
+
+
+def report_stuck(trace: Trace, desc: str) -> Trace:
+    """Warn about, and list in trace.info["stuck_chains"], the chains whose
+    every kept draw came from rejected or non-finite transitions (stat
+    "is_accepted" false throughout): such a chain never left its start."""
+    accepted = trace.stats.get("is_accepted")
+    if accepted is None:
+        return trace
+    stuck = [int(i) for i in np.flatnonzero(~np.any(np.asarray(accepted, bool), axis=1))]
+    trace.info["stuck_chains"] = stuck
+    if stuck:
+        warnings.warn(f"{desc}: chain(s) {stuck} are stuck: every transition of every kept "
+                      f"draw was rejected or not finite, so their draws all repeat the "
+                      f"chain's start; look at the step size and the start positions",
+                      RuntimeWarning, stacklevel=3)
+    return trace
 
 
 def chain_sharding(mesh):

@@ -14,6 +14,10 @@ from typing import Any, Callable
 
 from weightspace.samplers import baselines, schedules, sgmcmc
 from weightspace.samplers.hmc import MASS_MATRICES, WARMUPS, hmc
+from weightspace.samplers.mams import TARGET_ACCEPT, mams
+from weightspace.samplers.mclmc import DESIRED_ENERGY_VAR, PRECONDITIONINGS, mclmc
+from weightspace.samplers.mile import SAMPLERS as MILE_SAMPLERS
+from weightspace.samplers.mile import mile
 
 KINDS = ("positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "str")
 
@@ -166,3 +170,56 @@ register(Entry(
                default=0.9),  # Izmailov et al. 2021 (SGD baselines)
         Option("lr_schedule", "schedule", "str", "Izmailov et al. 2021", default="cosine",
                choices=("cosine", "constant")))))
+
+
+_MICROCANONICAL = (
+    SAMPLES,
+    dataclasses.replace(WARMUP, help="tuning transitions (at least 100 unless --step-size "
+                                     "and --L are given with --preconditioning none)",
+                        default=1000),
+    THIN,
+    dataclasses.replace(STEP_SIZE, help="a fixed step size (default: tuned in warmup)",
+                        required=False),
+    Option("L", "L", "positive_float", "a fixed momentum decoherence length, in whitened "
+                                       "units (default: tuned in warmup)"),
+    Option("preconditioning", "preconditioning", default="diagonal",
+           choices=PRECONDITIONINGS))
+
+register(Entry(
+    "mclmc", mclmc, "microcanonical Langevin Monte Carlo (unadjusted; Robnik et al. 2023)",
+    checkpoint_every=100, options=(
+        *_MICROCANONICAL,
+        Option("desired_energy_var", "desired_energy_var", "positive_float",
+               "energy-error variance per dimension the step size is tuned to",
+               default=DESIRED_ENERGY_VAR))))
+
+register(Entry(
+    "mams", mams, "Metropolis-adjusted microcanonical sampling (Robnik et al. 2025)",
+    checkpoint_every=10, options=(
+        *_MICROCANONICAL,
+        Option("target_accept", "target_accept", "positive_float",
+               default=TARGET_ACCEPT),  # Robnik, Cohn-Gordon and Seljak 2025
+        Option("max_steps", "max_num_steps", "positive_int",
+               "cap on integrator steps per trajectory", default=1000))))
+
+
+def _mile_arguments(values: dict, given: set) -> dict:
+    """The ensemble's training settings and the chains' sampler."""
+    return {"sampler": values["chain_sampler"],
+            "ensemble": {"num_epochs": values["ensemble_epochs"],
+                         "learning_rate": values["ensemble_learning_rate"],
+                         "batch_size": values["batch_size"]}}
+
+
+register(Entry(
+    "mile", mile, "MCLMC or MAMS chains started from deep-ensemble members (Sommer et al. "
+    "2025)", checkpoint_every=100, options=(
+        *_MICROCANONICAL,
+        Option("chain_sampler", None, "str", "the chains' sampler", default="mclmc",
+               choices=tuple(MILE_SAMPLERS)),
+        Option("ensemble_epochs", None, "positive_int", "SGD epochs per member",
+               required=True),
+        Option("ensemble_learning_rate", None, "positive_float",
+               "the members' initial learning rate on the per-example loss", required=True),
+        dataclasses.replace(BATCH_SIZE, argument=None, help="the members' minibatch rows")),
+    arguments=_mile_arguments))

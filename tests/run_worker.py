@@ -1,7 +1,7 @@
-"""A sampling job for tests/test_hmc_runs.py: HMC or SGLD on a small digits
+"""A sampling job for tests/test_hmc_runs.py: HMC, SGLD, MCLMC or MAMS on a small digits
 posterior into RUN_DIR (resumes when RUN_DIR holds the same run).
 
-usage: python run_worker.py {hmc,sgld} RUN_DIR [NUM_SAMPLES]
+usage: python run_worker.py {hmc,sgld,mclmc,mams} RUN_DIR [NUM_SAMPLES]
 """
 
 import sys
@@ -19,6 +19,10 @@ def main(sampler: str, run_dir: str, num_samples: int) -> None:
     if sampler == "hmc":
         ws.samplers.hmc(post, jax.random.key(11), num_warmup=8, trajectory_length=0.05,
                         **common)
+    elif sampler in ("mclmc", "mams"):
+        # Commits every 5 steps: the tuning state is checkpointed mid-warmup too.
+        getattr(ws.samplers, sampler)(post, jax.random.key(11), num_warmup=100, thin=3,
+                                      **{**common, "checkpoint_every": 5})
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
                          step_size=1e-4, thin=7, **common)

@@ -93,6 +93,25 @@ def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
     assert config["batch_size"] == 50
 
 
+@pytest.mark.parametrize("sampler, flags, config_sampler", [
+    ("mclmc", ["--warmup", "100", "--preconditioning", "none"], "mclmc"),
+    ("mams", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--preconditioning",
+              "none"], "mams"),
+    ("mile", ["--warmup", "100", "--ensemble-epochs", "2", "--ensemble-learning-rate",
+              "0.05", "--chain-sampler", "mams"], "mams"),
+])
+def test_sample_with_microcanonical_samplers(tmp_path, capsys, sampler, flags,
+                                             config_sampler):
+    out = tmp_path / sampler
+    code, stdout, err = run(["sample", *TINY, "--sampler", sampler, "--chains", "2",
+                             "--samples", "4", *flags, "--no-eval", "--out", out], capsys)
+    assert code == 0, err
+    assert "2 chains x 4 draws" in stdout
+    assert json.loads((out / "command.json").read_text())["sampler"] == sampler
+    run_dir = out / "chains" if sampler == "mile" else out
+    assert json.loads((run_dir / "config.json").read_text())["sampler"] == config_sampler
+
+
 def test_llc_run_at_the_last_draws_equals_ws_slt_llc(hmc_run, capsys):
     code, stdout, err = run(["llc", "--run", hmc_run, *LLC_TINY], capsys)
     assert code == 0, err

@@ -1,4 +1,4 @@
-"""Run directories of HMC and SGLD: kill and resume, refusal to mix runs, lazy
+"""Run directories of HMC, SGLD, MCLMC and MAMS: kill and resume, refusal to mix runs, lazy
 loading, CLI."""
 
 import json
@@ -66,6 +66,42 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tm
     np.testing.assert_array_equal(
         jax.tree.leaves(partial.positions)[0],
         jax.tree.leaves(a.positions)[0][:, :partial.num_draws])
+
+
+def _assert_same_runs(a, b):
+    assert a.num_draws == b.num_draws
+    for x, y in zip(jax.tree.leaves(a.positions), jax.tree.leaves(b.positions)):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(a.predictions, b.predictions)
+    assert set(a.stats) == set(b.stats)
+    for k in a.stats:
+        np.testing.assert_array_equal(a.stats[k], b.stats[k])
+
+
+@pytest.mark.parametrize("sampler", ["mclmc", "mams"])
+def test_microcanonical_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_path,
+                                                                           sampler):
+    """Killed at a random moment of the run (tuning state, predictor, moments and
+    autocorrelation sums are in the checkpoint), the resumed run's draws and
+    stats equal an uninterrupted run's."""
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    start = time.monotonic()
+    _worker(sampler, reference)
+    duration = time.monotonic() - start
+    rng = random.Random(os.getpid())
+    proc = _worker(sampler, killed, wait=False)
+    try:
+        # The second run loads its programs from the compilation cache: kill it
+        # well before the first run's duration.
+        time.sleep(rng.uniform(0.25, 0.6) * duration)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    assert _committed(killed) < 30
+    _worker(sampler, killed)
+    _assert_same_runs(ws.samplers.load(reference), ws.samplers.load(killed))
 
 
 def _gauss(q):

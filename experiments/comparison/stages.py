@@ -7,6 +7,7 @@ methods' draws stay in their run directories under OUT/runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -15,12 +16,13 @@ import jax
 import numpy as np
 
 from weightspace import diagnostics, models, samplers, slt
-from weightspace.experiments import generalization
+from weightspace.experiments import generalization, presets
 from weightspace.experiments.comparison import report
 from weightspace.experiments.comparison.settings import FIGURES, llc_methods
 from weightspace.experiments.comparison.state import Run
 from weightspace.experiments.methods import REGISTRY, Method, names, register
 from weightspace.jsonio import is_writer, jsonable, read_json, write_json
+from weightspace.samplers.mile import CHAINS_DIR
 
 
 # ------------------------------------------------------------------ sampling stages
@@ -359,3 +361,59 @@ for _method in (
         Method("csghmc", "cyclical SGHMC", _stage_csghmc),
         Method("mfvi", "MFVI", _stage_mfvi, needs=("sgd",), predictions=_mfvi_predictions)):
     register(_method, replace=True)
+
+
+# ------------------------------------------------------------------ microcanonical
+
+def _microcanonical_result(run: Run, method: str, trace) -> dict:
+    return {**sampler_result(run, method, trace),
+            "step_size": np.asarray(trace.info["step_size"]).tolist(),
+            "L": np.asarray(trace.info["L"]).tolist(),
+            "accept_prob": _chain_means(trace.stats, "accept_prob"),
+            "divergent_draws": np.asarray(trace.stats["is_divergent"], bool)
+            .sum(axis=1).tolist(),
+            "stuck_chains": trace.info.get("stuck_chains", [])}
+
+
+def _stage_mams(run: Run) -> dict:
+    s = run.settings("mams")
+    trace = samplers.mams(
+        run.post, run.stage_key("mams"), num_chains=s.num_chains, num_samples=s.num_samples,
+        num_warmup=s.num_warmup, thin=s.thin, target_accept=s.target_accept,
+        preconditioning=s.preconditioning, max_num_steps=s.max_num_steps,
+        step_size=s.step_size, L=s.L, eval_x=run.data.x_test,
+        run_dir=run.run_dir("mams"), progress=run.progress)
+    return _microcanonical_result(run, "mams", trace)
+
+
+def _stage_mile(run: Run) -> dict:
+    s, sgd = run.settings("mile"), run.preset.sgd
+    ensemble = {"num_epochs": s.ensemble_epochs or sgd.num_epochs,
+                "batch_size": sgd.batch_size, "learning_rate": sgd.learning_rate,
+                "momentum": sgd.momentum, "schedule": sgd.schedule}
+    trace = samplers.mile(
+        run.post, run.stage_key("mile"), sampler=s.sampler, num_chains=s.num_chains,
+        ensemble=ensemble, num_samples=s.num_samples, num_warmup=s.num_warmup, thin=s.thin,
+        preconditioning=s.preconditioning, step_size=s.step_size, L=s.L,
+        eval_x=run.data.x_test, run_dir=run.run_dir("mile"), progress=run.progress)
+    return {**_microcanonical_result(run, "mile", trace), "sampler": s.sampler,
+            "ensemble_grad_evals": np.asarray(trace.info["ensemble_grad_evals"]).tolist()}
+
+
+def _mile_predictions(run: Run):
+    return samplers.load(run.run_dir("mile") / CHAINS_DIR).predictions
+
+
+def _microcanonical_smoke(settings):
+    """A handful of untuned steps (tuning needs 100 transitions)."""
+    return dataclasses.replace(settings, num_samples=2, num_warmup=2, thin=1,
+                               step_size=settings.step_size or 0.1, L=settings.L or 1.0,
+                               preconditioning="none")
+
+
+register(Method("mams", "MAMS", _stage_mams, settings=presets.MAMSSettings,
+                smoke=_microcanonical_smoke), replace=True)
+register(Method("mile", "MILE", _stage_mile, settings=presets.MILESettings,
+                smoke=lambda s: dataclasses.replace(_microcanonical_smoke(s),
+                                                    ensemble_epochs=1),
+                predictions=_mile_predictions), replace=True)
