@@ -30,7 +30,8 @@ from pathlib import Path
 from logdensity import machine, write_results
 
 CASES = ("hmc", "hmc_from_ensemble", "mclmc", "mams", "mile_mclmc", "mile_mams",
-         "blackjax_mclmc", "blackjax_mams", "blackjax_nuts")
+         "blackjax_mclmc", "blackjax_mams", "blackjax_nuts", "mclmc_diagonal",
+         "mams_diagonal")
 LABELS = {"hmc": "weightspace HMC, quick settings", "hmc_from_ensemble":
           "weightspace HMC, quick settings, from ensemble members",
           "mclmc": "weightspace MCLMC", "mams": "weightspace MAMS",
@@ -65,7 +66,7 @@ def _members(ws, post, key):
 
 
 def _microcanonical(ws, post, data, key, sampler, budget, run_dir, init=None,
-                    spent=None):
+                    spent=None, preconditioning="none"):
     """MCLMC: warmup 20% of the budget's steps, the rest sampled into DRAWS.
     MAMS: its cost per transition is known only after tuning, so the run is
     made in two calls on one run directory: warmup and one draw, then more
@@ -76,17 +77,20 @@ def _microcanonical(ws, post, data, key, sampler, budget, run_dir, init=None,
     spent = np.zeros(CHAINS) if spent is None else spent
     steps = int((budget - spent.max()) // 2)  # two gradients per integrator step
     common = dict(init=init, num_chains=CHAINS, eval_x=data.x_test, run_dir=run_dir,
-                  progress=False)
+                  preconditioning=preconditioning, progress=False)
     if sampler == "mclmc":
         warmup = steps // 5
         thin = max(1, (steps - warmup - 20) // DRAWS)
         return run(post, key, num_warmup=warmup, num_samples=DRAWS, thin=thin, **common)
-    warmup = 400
+    # Tuning's last 30% runs trajectories of the fitted length (tens of steps),
+    # so 200 transitions (the schedule's minimum is 100) keep it near a third of
+    # the budget here.
+    warmup = 200
     trace = run(post, key, num_warmup=warmup, num_samples=1, **common)
     used = spent + np.asarray(trace.info["warmup_grad_evals"]) + np.asarray(
         trace.stats["grad_evals"]).sum(axis=1)
     per_transition = 2 * float(np.mean(trace.info["mean_num_steps"]))
-    transitions = max(DRAWS, int((budget - used.max()) // per_transition))
+    transitions = max(20, int((budget - used.max()) // per_transition))
     return run(post, key, num_warmup=warmup, num_samples=transitions, **common)
 
 
@@ -121,9 +125,11 @@ def run_case(name: str, budget: int, out: Path) -> dict:
             trace = ws.samplers.hmc(post, key_chains, init=init, num_chains=CHAINS,
                                     eval_x=data.x_test, progress=False, **HMC_QUICK)
         else:
-            sampler = name.split("_")[-1]
+            sampler = name.replace("mile_", "").replace("_diagonal", "")
             trace = _microcanonical(ws, post, data, key_chains, sampler, budget,
-                                    out / name, init=init, spent=spent)
+                                    out / name, init=init, spent=spent,
+                                    preconditioning="diagonal" if name.endswith("diagonal")
+                                    else "none")
             extra["settings"] = {k: np.asarray(v).tolist() for k, v in trace.info.items()
                                  if k in ("step_size", "L", "mean_num_steps")}
         seconds = time.perf_counter() - start
@@ -236,6 +242,9 @@ def main() -> None:
     parser.add_argument("--only", default=",".join(CASES))
     parser.add_argument("--write", action="store_true",
                         help="record the table in benchmarks/RESULTS.md")
+    parser.add_argument("--results", help="a JSON-lines file: each measured row is "
+                        "appended to it, and the table holds every case in it (the last row "
+                        "of a case wins), so cases can be measured in several invocations")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -258,6 +267,15 @@ def main() -> None:
                 continue
             rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
+            if args.results:
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+    if args.results:
+        by_case = {}
+        for line in Path(args.results).read_text().splitlines():
+            row = json.loads(line)
+            by_case[row["case"]] = row
+        rows = [by_case[c] for c in CASES if c in by_case]
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
     gathers = json.loads(subprocess.run(
         [sys.executable, __file__, "--child", "all_gathers"], env=env,
@@ -268,7 +286,7 @@ def main() -> None:
             f"its own process (time includes compilation). MLP(256, 256) posterior on "
             f"digits (85,002 weights, 1,437 rows, prior variance 1/5), {CHAINS} chains, "
             f"a budget of {args.budget:,} full-batch gradients per chain, every cost "
-            f"counted. Whole script: {(time.time() - started) / 60:.1f} min.\n\n"
+            f"counted. This invocation: {(time.time() - started) / 60:.1f} min.\n\n"
             + table(rows, reference)
             + "\n\nAll-gathers in one compiled transition with the weights sharded over 4 "
               "devices: " + ", ".join(f"{k} {v}" for k, v in gathers.items()) + ".")

@@ -119,7 +119,7 @@ class MAMSSettings:
     num_warmup: int = 1000              # tuning transitions (ws.samplers.mams)
     thin: int = 1
     target_accept: float = 0.9          # Robnik, Cohn-Gordon and Seljak 2025
-    preconditioning: str = "diagonal"
+    preconditioning: str = "none"       # ws.samplers.mams's default
     max_num_steps: int = 1000
     step_size: float | None = None      # None: tuned in warmup
     L: float | None = None              # None: tuned in warmup
@@ -136,7 +136,7 @@ class MILESettings:
     num_samples: int = 240
     num_warmup: int = 1000
     thin: int = 20
-    preconditioning: str = "diagonal"
+    preconditioning: str = "none"       # ws.samplers.mclmc's default
     ensemble_epochs: int | None = None  # None: the preset's sgd.num_epochs
     step_size: float | None = None
     L: float | None = None
@@ -301,12 +301,12 @@ QUICK = Preset(
     # keeps MALA acceptance above 0.9.
     llc=LLCSettings(num_chains=2, num_draws=200, num_burnin=200, step_size=1e-4,
                     batch_size=256),
-    # About 5,000 gradients per chain each (HMC above: about 10,000), so that the
-    # preset stays under 10 minutes; benchmarks/efficiency.py compares them at
-    # equal budgets.
+    # A few thousand gradients per chain each (HMC above: about 10,000), so that
+    # the preset stays under 10 minutes; benchmarks/efficiency.py compares the
+    # samplers at equal budgets.
     method_settings=(
-        ("mams", MAMSSettings(num_samples=60, num_warmup=400)),
-        ("mile", MILESettings(num_samples=60, num_warmup=600, thin=30))),
+        ("mams", MAMSSettings(num_samples=30, num_warmup=100)),
+        ("mile", MILESettings(num_samples=60, num_warmup=400, thin=20))),
 )
 
 PAPER_CIFAR10 = Preset(

@@ -302,7 +302,7 @@ def _stats(info: MAMSInfo, c: MAMSChains) -> dict:
 
 def mams(target, key, *, init=None, num_chains: int = 1, num_samples: int,
          num_warmup: int = 0, step_size: float | None = None, L: float | None = None,
-         preconditioning: str = "diagonal", target_accept: float = TARGET_ACCEPT,
+         preconditioning: str = "none", target_accept: float = TARGET_ACCEPT,
          max_num_steps: int = 1000, thin: int = 1, eval_x=None, predict_fn=None,
          mesh=None, run_dir=None, checkpoint_every: int = 10,
          checkpoint_seconds: float = 300.0,
@@ -318,7 +318,8 @@ def mams(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     L: fixed mean trajectory length in whitened units (default: tuned); each
         trajectory takes ceil(U s) steps with mean L / step_size, at most
         max_num_steps.
-    preconditioning: "diagonal" (estimated in warmup) or "none".
+    preconditioning: "none" (the default, as MCLMC's) or "diagonal" (estimated
+        in warmup).
     target_accept: dual averaging's target (0.9, Robnik et al. 2025).
 
     Stats per draw: accept_prob (mean over the draw's transitions),

@@ -182,7 +182,7 @@ _MICROCANONICAL = (
                         required=False),
     Option("L", "L", "positive_float", "a fixed momentum decoherence length, in whitened "
                                        "units (default: tuned in warmup)"),
-    Option("preconditioning", "preconditioning", default="diagonal",
+    Option("preconditioning", "preconditioning", default="none",
            choices=PRECONDITIONINGS))
 
 register(Entry(

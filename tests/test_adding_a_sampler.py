@@ -96,9 +96,10 @@ def test_the_command_line_runs_a_registered_sampler_and_resumes(example, tmp_pat
 def test_compare_runs_the_registered_method_and_reports_it(example, tmp_path, capsys):
     from weightspace.experiments.comparison import STAGES, format_table, settings
 
-    assert STAGES.index("mala") == STAGES.index("mfvi") + 1 < STAGES.index("rhat")
+    assert STAGES.index("mala") == STAGES.index("mile") + 1 < STAGES.index("rhat")
     # its key comes after the built-in stages' keys, which keep theirs
-    assert [settings.key_number(s) for s in STAGES] == [0, 1, 2, 3, 4, 5, 10, 6, 7, 8, 9]
+    assert [settings.key_number(s) for s in STAGES] == [0, 1, 2, 3, 4, 5, 10, 11, 12, 6, 7, 8,
+                                                        9]
     assert "mala.step_size" in ws.experiments.presets.fields()
     out = tmp_path / "compare"
     code, stdout, err = run_command(

@@ -94,7 +94,7 @@ def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
 
 
 @pytest.mark.parametrize("sampler, flags, config_sampler", [
-    ("mclmc", ["--warmup", "100", "--preconditioning", "none"], "mclmc"),
+    ("mclmc", ["--warmup", "100", "--preconditioning", "diagonal"], "mclmc"),
     ("mams", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--preconditioning",
               "none"], "mams"),
     ("mile", ["--warmup", "100", "--ensemble-epochs", "2", "--ensemble-learning-rate",

@@ -65,7 +65,7 @@ def test_mams_samples_a_correlated_gaussian_exactly():
         return -0.5 * q["x"] @ precision @ q["x"]
 
     trace = ws.samplers.mams(logdensity, jax.random.key(3), init={"x": jnp.zeros((4, 2))},
-                             num_chains=4, num_samples=1500, num_warmup=300,
+                             num_chains=4, num_samples=500, num_warmup=300, thin=3,
                              progress=False)
     x = np.asarray(trace.positions["x"], np.float64)
     assert np.mean(trace.stats["accept_prob"]) > 0.7
@@ -73,6 +73,11 @@ def test_mams_samples_a_correlated_gaussian_exactly():
         _mcse_check(x, 0.0, lambda d: d[..., i], f"mean {i}")
         _mcse_check(x, cov[i, i], lambda d: d[..., i] ** 2, f"variance {i}")
     _mcse_check(x, cov[0, 1], lambda d: d[..., 0] * d[..., 1], "covariance")
+    data = trace.to_arviz()
+    posterior = data["posterior"] if not hasattr(data, "posterior") else data.posterior
+    assert posterior["x"].shape == (4, 500, 2)
+    stats = data["sample_stats"] if not hasattr(data, "sample_stats") else data.sample_stats
+    assert {"acceptance_rate", "diverging", "lp", "n_steps", "L"} <= set(stats.data_vars)
 
 
 def test_mams_samples_conjugate_linear_regression_exactly():
@@ -88,7 +93,7 @@ def test_mams_samples_conjugate_linear_regression_exactly():
         return -0.5 * jnp.sum(r**2) / noise**2 - 0.5 * jnp.sum(q["w"] ** 2) / prior
 
     trace = ws.samplers.mams(logdensity, jax.random.key(4), init={"w": jnp.zeros((4, p))},
-                             num_chains=4, num_samples=1000, num_warmup=300,
+                             num_chains=4, num_samples=500, num_warmup=300, thin=2,
                              progress=False)
     w = np.asarray(trace.positions["w"], np.float64)
     for i in range(p):

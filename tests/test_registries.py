@@ -15,6 +15,8 @@ from weightspace.experiments import methods, presets, rebuild
 from weightspace.experiments.comparison import settings
 
 BUILT_IN = ("hmc", "sgd", "deep_ensemble", "sgld", "csghmc", "mfvi")
+# Shipped methods registered after the built-in six (stage keys 10 and 11).
+SHIPPED = (*BUILT_IN, "mams", "mile")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,18 +42,21 @@ def toy():
 
 
 def test_the_built_in_methods_are_registered_in_order_with_their_keys():
-    assert methods.names() == BUILT_IN
-    assert tuple(ws.experiments.comparison.METHODS) == BUILT_IN
+    assert methods.names() == SHIPPED
+    assert tuple(ws.experiments.comparison.METHODS) == SHIPPED
     assert ws.experiments.comparison.LABELS["csghmc"] == "cyclical SGHMC"
-    assert ws.experiments.comparison.STAGES == (*BUILT_IN, "rhat", "metrics", "llc", "report")
-    assert [settings.key_number(s) for s in settings.stages()] == list(range(10))
+    assert ws.experiments.comparison.STAGES == (*SHIPPED, "rhat", "metrics", "llc", "report")
+    # The built-in six and the analyses keep keys 0-9 (their draws did not change
+    # when mams and mile came), the later methods follow.
+    assert [settings.key_number(s) for s in settings.stages()] == [0, 1, 2, 3, 4, 5, 10, 11,
+                                                                  6, 7, 8, 9]
     assert settings.llc_methods() == ("sgd", "deep_ensemble", "hmc")
     assert settings.needs("mfvi") == ("sgd",) and settings.needs("rhat") == ("hmc",)
 
 
 def test_a_registered_method_reaches_stages_keys_fields_smoke_and_settings(toy):
-    assert settings.stages() == (*BUILT_IN, "toy", "rhat", "metrics", "llc", "report")
-    assert settings.key_number("toy") == 10 and settings.key_number("rhat") == 6
+    assert settings.stages() == (*SHIPPED, "toy", "rhat", "metrics", "llc", "report")
+    assert settings.key_number("toy") == 12 and settings.key_number("rhat") == 6
     assert settings.llc_methods() == ("sgd", "deep_ensemble", "hmc", "toy")
     assert settings.needs("toy") == ("sgd",) and "toy" in settings.uses("metrics")
     assert {"toy.num_samples", "toy.step_size"} <= set(presets.fields())
@@ -67,7 +72,7 @@ def test_a_registered_method_reaches_stages_keys_fields_smoke_and_settings(toy):
 
 def test_unregistering_restores_the_built_in_stages(toy):
     methods.unregister("toy")
-    assert settings.stages()[:7] == (*BUILT_IN, "rhat")
+    assert settings.stages()[:9] == (*SHIPPED, "rhat")
     with pytest.raises(ValueError, match=r"method='toy' is not a registered method"):
         presets.get("quick").settings("toy")
 
@@ -94,7 +99,7 @@ def test_bad_methods_are_refused_naming_the_field(kwargs, error, match):
 def test_bad_registrations_are_refused(name, needs, match):
     with pytest.raises(ValueError, match=match):
         methods.register(methods.Method(name, name, _stage, needs=needs))
-    assert methods.names() == BUILT_IN
+    assert methods.names() == SHIPPED
 
 
 def test_a_registered_network_is_a_model_choice_and_rebuilds(digits):

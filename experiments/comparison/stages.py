@@ -405,9 +405,10 @@ def _mile_predictions(run: Run):
 
 
 def _microcanonical_smoke(settings):
-    """A handful of untuned steps (tuning needs 100 transitions)."""
-    return dataclasses.replace(settings, num_samples=2, num_warmup=2, thin=1,
-                               step_size=settings.step_size or 0.1, L=settings.L or 1.0,
+    """Two draws of untuned two-step transitions (tuning needs 100)."""
+    step = settings.step_size or 0.1
+    return dataclasses.replace(settings, num_chains=2, num_samples=2, num_warmup=0, thin=1,
+                               step_size=step, L=settings.L or 2 * step,
                                preconditioning="none")
 
 
