@@ -93,7 +93,7 @@ def test_microcanonical_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_p
     try:
         # The second run loads its programs from the compilation cache: kill it
         # well before the first run's duration.
-        time.sleep(rng.uniform(0.25, 0.6) * duration)
+        time.sleep(rng.uniform(0.1, 0.4) * duration)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
