@@ -20,9 +20,9 @@ def main(sampler: str, run_dir: str, num_samples: int) -> None:
         ws.samplers.hmc(post, jax.random.key(11), num_warmup=8, trajectory_length=0.05,
                         **common)
     elif sampler in ("mclmc", "mams"):
-        # Commits every 5 steps: the tuning state is checkpointed mid-warmup too.
+        # Commits every 10 steps: the tuning state is checkpointed mid-warmup too.
         getattr(ws.samplers, sampler)(post, jax.random.key(11), num_warmup=100, thin=3,
-                                      **{**common, "checkpoint_every": 5})
+                                      **{**common, "checkpoint_every": 10})
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
                          step_size=1e-4, thin=7, **common)
