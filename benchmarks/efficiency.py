@@ -41,6 +41,7 @@ LABELS = {"hmc": "weightspace HMC, quick settings", "hmc_from_ensemble":
           "blackjax MAMS, defaults", "blackjax_nuts": "blackjax NUTS, defaults"}
 CHAINS = 3
 DRAWS = 100          # kept per chain by the microcanonical samplers
+MAMS_ADJUSTED = 20   # MAMS's dual-averaging transitions
 ENSEMBLE = {"num_epochs": 30, "batch_size": 80, "learning_rate": 0.05}  # the quick preset's SGD
 HMC_QUICK = {"num_warmup": 30, "num_samples": 60, "trajectory_length": 0.2,
              "max_num_steps": 400}  # the quick preset's HMC (about 10,000 gradients a chain)
@@ -68,8 +69,9 @@ def _members(ws, post, key):
 def _microcanonical(ws, post, data, key, sampler, budget, run_dir, init=None,
                     spent=None, preconditioning="none"):
     """MCLMC: warmup 20% of the budget's steps, the rest sampled into DRAWS.
-    MAMS: its cost per transition is known only after tuning, so the run is
-    made in two calls on one run directory: warmup and one draw, then more
+    MAMS: MCLMC's warmup, then MAMS_ADJUSTED transitions of dual averaging; its
+    cost per transition is known only after tuning, so the run is made in two
+    calls on one run directory: warmup and one draw, then more
     draws (a run may grow; every transition is kept) to spend the rest."""
     import numpy as np
 
@@ -82,10 +84,10 @@ def _microcanonical(ws, post, data, key, sampler, budget, run_dir, init=None,
         warmup = steps // 5
         thin = max(1, (steps - warmup - 20) // DRAWS)
         return run(post, key, num_warmup=warmup, num_samples=DRAWS, thin=thin, **common)
-    # Tuning's last 30% runs trajectories of the fitted length (tens of steps),
-    # so 200 transitions (the schedule's minimum is 100) keep it near a third of
-    # the budget here.
-    warmup = 200
+    # MAMS: MCLMC's warmup (as above), then dual averaging over MAMS_ADJUSTED
+    # transitions of the fitted length (tens of steps each).
+    warmup = steps // 5 + MAMS_ADJUSTED
+    common["num_adjusted_warmup"] = MAMS_ADJUSTED
     trace = run(post, key, num_warmup=warmup, num_samples=1, **common)
     used = spent + np.asarray(trace.info["warmup_grad_evals"]) + np.asarray(
         trace.stats["grad_evals"]).sum(axis=1)

@@ -123,6 +123,7 @@ class MAMSSettings:
     max_num_steps: int = 1000
     step_size: float | None = None      # None: tuned in warmup
     L: float | None = None              # None: tuned in warmup
+    num_adjusted_warmup: int | None = None  # None: ws.samplers.mams's default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,7 +306,7 @@ QUICK = Preset(
     # the preset stays under 10 minutes; benchmarks/efficiency.py compares the
     # samplers at equal budgets.
     method_settings=(
-        ("mams", MAMSSettings(num_samples=30, num_warmup=100)),
+        ("mams", MAMSSettings(num_samples=30, num_warmup=400, num_adjusted_warmup=20)),
         ("mile", MILESettings(num_samples=60, num_warmup=400, thin=20))),
 )
 

@@ -10,26 +10,26 @@ stationary law is the target exactly. n is random with mean L / eps:
 n = ceil(U s) with U ~ Uniform(0, 1) and s chosen so that E[n] = L / eps
 (a random trajectory length avoids the resonances of a fixed one).
 
-Warmup (num_warmup transitions; the paper's stages, with our fractions):
-  [0, 40%)    step size by dual averaging towards target_accept (0.9, as the
-              authors recommend), L moving with it (fixed steps per trajectory);
-  [40, 70%)   the same, and the moments of the positions; at the end the
-              diagonal preconditioner M^-1 = their variances and L = the
-              posterior's size (sqrt(d) whitened; without preconditioning
-              sqrt(sum of variances)), as MCLMC's tuning does;
-  [70, 80%)   dual averaging restarted under the new metric (L fixed);
-  [80, 90%)   step size and L fixed: the autocorrelation time tau (in
-              transitions) of every coordinate, then L = 0.4 * L * mean tau
-              (the distance over which draws decorrelate, Robnik et al. 2023)
-              when longer (batch means under-estimate a long tau);
-  [90, 100%)  dual averaging again with L fixed; sampling uses its average.
+Warmup (num_warmup transitions) follows the authors' current pipeline
+(blackjax's `alba_adjusted`, used by their sampler-comparison code): the
+chains first run unadjusted MCLMC with its whole tuning schedule
+(`ws.samplers.mclmc`: travel, moments, step size from the energy error, L from
+the autocorrelation time), then MAMS transitions tune the step size by dual
+averaging towards target_accept (0.9, as the authors recommend) with the
+steps per trajectory that MCLMC found (L follows the step size); sampling uses
+the average. The last num_adjusted_warmup transitions are MAMS's (default: a
+tenth), the rest MCLMC's, one minimal-norm step each. From an initializer,
+short Metropolis-adjusted trajectories with a fresh velocity each relax
+diffusively (on the digits MLP our earlier all-MAMS warmup left the log density
+600 above its typical value after 10,000 gradients); MCLMC's partially
+refreshed velocity carries the chain across, and its transitions cost two
+gradients where MAMS's cost tens.
 A trajectory whose energy error is not finite or exceeds the divergence
 threshold stops early and is rejected.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -41,10 +41,11 @@ from weightspace.samplers import driver, isokinetic, validation
 from weightspace.samplers import isokinetic_tuning as tuning
 from weightspace.samplers.algorithm import Algorithm
 from weightspace.samplers.hmc import DIVERGENCE_THRESHOLD
-from weightspace.samplers.mclmc import PRECONDITIONINGS, check_tuning
+from weightspace.samplers.mclmc import (DESIRED_ENERGY_VAR, MIN_WARMUP, PRECONDITIONINGS,
+                                        MCLMCChains)
+from weightspace.samplers.mclmc import algorithm as mclmc_algorithm
 
 TARGET_ACCEPT = 0.9      # Robnik, Cohn-Gordon and Seljak 2025
-INITIAL_STEPS = 4.0      # steps per trajectory while the step size is first found
 GRADIENTS_PER_STEP = 2.0
 
 
@@ -139,138 +140,155 @@ def build_kernel(logdensity_fn: Callable, *,
 
 
 class MAMSChains(NamedTuple):
-    key_data: jax.Array
-    state: MAMSState
+    """What one chain carries (leading axis = chain across chains): the
+    unadjusted chain of warmup's first phase, whose state holds the position
+    throughout (its velocity is unused once MAMS runs), and MAMS's own tuning."""
+
+    travel: MCLMCChains
     step_size: jax.Array
     L: jax.Array
-    inverse_mass: Any
     dual_averaging: adaptation_lib.DualAveragingState
-    moments: tuning.Moments | None
-    autocorrelation: tuning.Autocorrelation | None
+
+
+def default_adjusted_warmup(num_warmup: int, step_size, L, preconditioning: str) -> int:
+    """MAMS's warmup transitions when not given: a tenth of the warmup when the
+    step size is tuned; none when only L or the metric is (MCLMC fits them);
+    all when nothing is tuned (there is nothing for MCLMC to do)."""
+    if step_size is None:
+        return max(1, num_warmup // 10) if num_warmup else 0
+    return 0 if (L is None or preconditioning == "diagonal") else num_warmup
+
+
+def check_warmup(num_warmup: int, num_adjusted_warmup: int, step_size, L,
+                 preconditioning: str) -> None:
+    """What MAMS's two warmup phases need, checked before tracing."""
+    if num_adjusted_warmup > num_warmup:
+        raise ValueError(f"num_adjusted_warmup={num_adjusted_warmup} exceeds "
+                         f"num_warmup={num_warmup}: it counts the last warmup transitions")
+    if step_size is None and num_warmup and num_adjusted_warmup == 0:
+        raise ValueError("num_adjusted_warmup=0 leaves MAMS's step size untuned: give "
+                         "step_size, or num_adjusted_warmup >= 1")
+    needs = ["L"] if L is None else []
+    if preconditioning == "diagonal":
+        needs.append("preconditioning='diagonal'")
+    num_travel = num_warmup - num_adjusted_warmup
+    if needs and num_travel < MIN_WARMUP:
+        raise ValueError(
+            f"num_warmup={num_warmup} with num_adjusted_warmup={num_adjusted_warmup} is "
+            f"too short to tune {', '.join(needs)}: the MCLMC phase (num_warmup - "
+            f"num_adjusted_warmup = {num_travel} transitions) needs >= {MIN_WARMUP}; raise "
+            f"num_warmup or lower num_adjusted_warmup, or give L with "
+            f"preconditioning='none'")
+
+
+def check_arguments(*, num_warmup: int = 0, num_adjusted_warmup: int | None = None,
+                    step_size=None, L=None, preconditioning: str = "none",
+                    target_accept: float = TARGET_ACCEPT, max_num_steps: int = 1000,
+                    divergence_threshold: float = DIVERGENCE_THRESHOLD) -> dict:
+    """`mams`'s tuning arguments checked and resolved (num_adjusted_warmup's
+    default filled in), before anything is traced; `mile` calls it before it
+    trains the ensemble."""
+    validation.choice("preconditioning", preconditioning, PRECONDITIONINGS)
+    if step_size is not None:
+        step_size = validation.positive_float("step_size", step_size)
+    if L is not None:
+        L = validation.positive_float("L", L)
+    validation.probability("target_accept", target_accept)
+    validation.positive_int("max_num_steps", max_num_steps)
+    validation.positive_float("divergence_threshold", divergence_threshold)
+    validation.int_at_least("num_warmup", num_warmup, 0)
+    if num_adjusted_warmup is None:
+        num_adjusted_warmup = default_adjusted_warmup(num_warmup, step_size, L,
+                                                      preconditioning)
+    validation.int_at_least("num_adjusted_warmup", num_adjusted_warmup, 0)
+    check_warmup(num_warmup, num_adjusted_warmup, step_size, L, preconditioning)
+    return {"num_adjusted_warmup": num_adjusted_warmup, "step_size": step_size, "L": L}
 
 
 def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
-              step_size: float | None, L: float | None, preconditioning: str,
-              target_accept: float, max_num_steps: int, thin: int,
+              num_adjusted_warmup: int, step_size: float | None, L: float | None,
+              preconditioning: str, target_accept: float, max_num_steps: int, thin: int,
               divergence_threshold: float) -> Algorithm:
     """MAMS for the driver (arguments checked by `mams`)."""
     tune_step = step_size is None
-    tune_metric = preconditioning == "diagonal"
-    tune_L = L is None
-    end_travel, end_moments, end_retune = tuning.phase_bounds(num_warmup)
-    end_ac = int(round(0.9 * num_warmup)) if tune_L else end_retune
-    batch_size = max(1, (end_ac - end_retune) // 8)
-    schedule = np.zeros((4, max(num_warmup, 1)), bool)
-    schedule[0, end_travel:end_moments] = tune_metric or tune_L
-    schedule[1, end_retune:end_ac] = tune_L
-    # The step size adapts everywhere but in the autocorrelation window; L
-    # follows the step size (fixed steps per trajectory) until the moments set it.
-    schedule[2, :num_warmup] = tune_step
-    schedule[2, end_retune:end_ac] = False
-    schedule[3, :end_moments] = tune_L
-    collect, collect_ac, adapt_step, L_follows = map(jnp.asarray, schedule)
+    num_travel = num_warmup - num_adjusted_warmup
+    # The MCLMC phase tunes its own step size (to MCLMC's energy target);
+    # without that phase, MCLMC's first search only seeds dual averaging.
+    travel = mclmc_algorithm(
+        logdensity_of, num_chains=num_chains, num_warmup=num_travel,
+        step_size=None if (num_travel or tune_step) else step_size, L=L,
+        preconditioning=preconditioning, desired_energy_var=DESIRED_ENERGY_VAR, thin=1)
 
     def init(tree, positions, key_chains, key_step):
-        keys = jax.random.split(key_chains, num_chains)
-        logdensity = logdensity_of(tree)
-        states = jax.vmap(lambda q: _init_state(q, logdensity))(positions)
-        dim = isokinetic.dimension(jax.tree.map(lambda x: x[0], positions))
-        if dim < 2:
-            raise ValueError(f"init: MAMS needs a position of at least 2 numbers, got {dim}")
-        inverse_mass = jax.tree.map(jnp.ones_like, positions) if tune_metric else None
-        cost = jnp.ones((num_chains,), jnp.float32)
-        if tune_step:
-            value_and_grad = jax.value_and_grad(logdensity)
-
-            def search(s, m, k):
-                sqrt_m = isokinetic.sqrt_inverse_mass_of(m)
-                start = isokinetic.IsokineticState(
-                    s.position, isokinetic.random_unit_velocity(k, s.position),
-                    s.logdensity, s.logdensity_grad)
-
-                def score(eps):  # log acceptance of one step: crosses log(1/2)
-                    end, kinetic = isokinetic.mclachlan_step(value_and_grad, start, eps,
-                                                             sqrt_m, dim)
-                    return end.logdensity - s.logdensity - kinetic
-
-                return tuning.search_step_size(score, jnp.sqrt(dim) * 0.25, math.log(0.5))
-
-            eps, tries = jax.vmap(search)(states, inverse_mass,
-                                          jax.random.split(key_step, num_chains))
-            cost = cost + GRADIENTS_PER_STEP * tries
-        else:
-            eps = jnp.full((num_chains,), step_size, jnp.float32)
-        length = eps * INITIAL_STEPS if tune_L else jnp.full((num_chains,), L, jnp.float32)
+        chains, cost = travel.init(tree, positions, key_chains, key_step)
+        eps = chains.step_size if tune_step else jnp.full((num_chains,), step_size,
+                                                          jnp.float32)
+        length = jnp.minimum(chains.L, eps * max_num_steps)
         da = jax.vmap(adaptation_lib.dual_averaging_init)(eps)
-        moments = (jax.vmap(tuning.moments_init)(positions)
-                   if (tune_metric or tune_L) and num_warmup else None)
-        ac = jax.vmap(tuning.autocorrelation_init)(positions) if tune_L and num_warmup \
-            else None
-        return MAMSChains(jax.random.key_data(keys), states, eps, length, inverse_mass, da,
-                          moments, ac), cost
+        return MAMSChains(chains, eps, length, da), cost
 
-    def transition(tree, c: MAMSChains, t, step_size):
+    def transition(tree, c: MAMSChains, t, step_size, L):
         kernel = build_kernel(logdensity_of(tree), divergence_threshold=divergence_threshold)
-        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
+        key = jax.random.fold_in(jax.random.wrap_key_data(c.travel.key_data), t)
         key_steps, key_kernel = jax.random.split(key)
-        n = num_steps_of(key_steps, c.L / step_size, max_num_steps)
-        return kernel(key_kernel, c.state, step_size, n, c.inverse_mass)
+        n = num_steps_of(key_steps, L / step_size, max_num_steps)
+        s = c.travel.state
+        state, info = kernel(key_kernel, MAMSState(s.position, s.logdensity,
+                                                   s.logdensity_grad),
+                             step_size, n, c.travel.inverse_mass)
+        s = s._replace(position=state.position, logdensity=state.logdensity,
+                       logdensity_grad=state.logdensity_grad)
+        return c._replace(travel=c.travel._replace(state=s)), info
 
-    def warmup_step(tree, c: MAMSChains, t):
+    def unadjusted(tree, c: MAMSChains, t):
+        chains, stats, cost = travel.warmup_step(tree, c.travel, t)
+        # The last MCLMC transition hands its step size and L over.
+        last = t == num_travel - 1
+        eps = jnp.where(last & tune_step, chains.step_size, c.step_size)
+        length = jnp.where(last, jnp.minimum(chains.L, eps * max_num_steps), c.L)
+        da = adaptation_lib.select(last, adaptation_lib.dual_averaging_init(eps),
+                                   c.dual_averaging)
+        info = MAMSInfo(accept_prob=stats["is_accepted"].astype(jnp.float32),
+                        is_accepted=stats["is_accepted"],
+                        is_divergent=stats["is_divergent"],
+                        energy_error=stats["energy_change"],
+                        num_steps=jnp.ones((), jnp.int32), logdensity=stats["logdensity"])
+        return MAMSChains(chains, eps, length, da), info, cost
+
+    def adjusted(tree, c: MAMSChains, t):
         # The step the transition uses is computed inside this program (see
         # adaptation.warmup_step_size: the step count may hinge on its last bit).
-        eps = jnp.where(adapt_step[t], jnp.exp(c.dual_averaging.log_step_size), c.step_size)
-        length = jnp.where(L_follows[t], c.L * eps / c.step_size, c.L)
+        # While the step size adapts, the steps per trajectory stay those the
+        # MCLMC phase found (L follows the step size).
+        eps = jnp.exp(c.dual_averaging.log_step_size) if tune_step else c.step_size
+        length = c.L * eps / c.step_size
+        c, info = transition(tree, c, t, eps, length)
         c = c._replace(step_size=eps, L=length)
-        state, info = transition(tree, c, t, eps)
-        c = c._replace(state=state)
-        da = adaptation_lib.select(adapt_step[t], adaptation_lib.dual_averaging_update(
-            c.dual_averaging, info.accept_prob, target_accept), c.dual_averaging)
-        inverse_mass = c.inverse_mass
-        if c.moments is not None:
-            moments = tuning.moments_update(c.moments, state.position,
-                                            jnp.where(collect[t], 1.0, 0.0))
-            at_end = t == end_moments - 1
-            variance = tuning.moments_variance(moments)
-            if tune_metric:
-                inverse_mass = adaptation_lib.select(
-                    at_end, jax.tree.map(lambda v: jnp.maximum(v, 1e-30), variance),
-                    inverse_mass)
-            if tune_L:
-                # Robnik et al. 2023's first L: the size of the posterior (sqrt(d)
-                # in whitened units), at most max_num_steps steps.
-                size = (jnp.sqrt(float(isokinetic.dimension(state.position))) if tune_metric
-                        else jnp.sqrt(tuning.total_variance(moments)))
-                c = c._replace(L=jnp.where(at_end, jnp.minimum(size, eps * max_num_steps),
-                                           c.L))
-            c = c._replace(moments=moments)
-        # A new metric or a new L changes the scale: restart dual averaging.
-        restart = ((t == end_moments - 1) if (tune_metric or tune_L)
-                   else jnp.zeros((), bool))
-        if c.autocorrelation is not None:
-            ac = adaptation_lib.select(collect_ac[t], tuning.autocorrelation_update(
-                c.autocorrelation, state.position, batch_size), c.autocorrelation)
-            tau = tuning.autocorrelation_time(ac, batch_size)
-            # Only lengthens L: batch means shorter than tau under-estimate it.
-            fitted = jnp.minimum(jnp.maximum(tuning.L_FACTOR * c.L * tau, c.L),
-                                 eps * max_num_steps)
-            fit_now = (t == end_ac - 1) & jnp.isfinite(fitted)
-            c = c._replace(autocorrelation=ac, L=jnp.where(fit_now, fitted, c.L))
-            restart = restart | (t == end_ac - 1)
-        da = adaptation_lib.select(restart, adaptation_lib.dual_averaging_init(
-            jnp.exp(da.log_step_size)), da)
         if tune_step:
+            da = adaptation_lib.dual_averaging_update(c.dual_averaging, info.accept_prob,
+                                                      target_accept)
             # The last warmup transition leaves the average for sampling.
             final = jnp.exp(da.log_step_size_avg)
             last = t == num_warmup - 1
-            c = c._replace(step_size=jnp.where(last & (da.count > 0), final, c.step_size))
-        c = c._replace(dual_averaging=da, inverse_mass=inverse_mass)
-        return c, _stats(info, c), GRADIENTS_PER_STEP * info.num_steps.astype(jnp.float32)
+            c = c._replace(dual_averaging=da,
+                           step_size=jnp.where(last, final, eps),
+                           L=jnp.where(last, length * final / eps, length))
+        cost = GRADIENTS_PER_STEP * info.num_steps.astype(jnp.float32)
+        return c, info, cost
+
+    def warmup_step(tree, c: MAMSChains, t):
+        if num_travel == 0:
+            c, info, cost = adjusted(tree, c, t)
+        elif num_adjusted_warmup == 0:
+            c, info, cost = unadjusted(tree, c, t)
+        else:
+            c, info, cost = jax.lax.cond(t < num_travel, lambda c: unadjusted(tree, c, t),
+                                         lambda c: adjusted(tree, c, t), c)
+        return c, _stats(info, c), cost
 
     def sample_step(tree, c: MAMSChains, t):
         def body(c, j):
-            state, info = transition(tree, c, t + j, c.step_size)
-            return c._replace(state=state), info
+            return transition(tree, c, t + j, c.step_size, c.L)
 
         c, infos = jax.lax.scan(body, c, jnp.arange(thin))
         stats = _stats(jax.tree.map(lambda x: x[-1], infos), c)
@@ -283,13 +301,16 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
         eps = np.asarray(driver.to_host(c.step_size))
         length = np.asarray(driver.to_host(c.L))
         return {"step_size": eps, "L": length, "mean_num_steps": length / eps,
+                "mclmc_step_size": np.asarray(driver.to_host(c.travel.step_size)),
                 "preconditioning": preconditioning}
 
     settings = {"step_size": step_size, "L": L, "preconditioning": preconditioning,
                 "target_accept": target_accept, "max_num_steps": max_num_steps,
+                "num_adjusted_warmup": num_adjusted_warmup,
                 "divergence_threshold": divergence_threshold}
     return Algorithm(name="mams", init=init, warmup_step=warmup_step,
-                     sample_step=sample_step, position=lambda c: c.state.position,
+                     sample_step=sample_step,
+                     position=lambda c: c.travel.state.position,
                      settings=settings, info=info, num_keys=2)
 
 
@@ -303,17 +324,22 @@ def _stats(info: MAMSInfo, c: MAMSChains) -> dict:
 def mams(target, key, *, init=None, num_chains: int = 1, num_samples: int,
          num_warmup: int = 0, step_size: float | None = None, L: float | None = None,
          preconditioning: str = "none", target_accept: float = TARGET_ACCEPT,
-         max_num_steps: int = 1000, thin: int = 1, eval_x=None, predict_fn=None,
-         mesh=None, run_dir=None, checkpoint_every: int = 10,
-         checkpoint_seconds: float = 300.0,
+         max_num_steps: int = 1000, num_adjusted_warmup: int | None = None,
+         thin: int = 1, eval_x=None, predict_fn=None, mesh=None, run_dir=None,
+         checkpoint_every: int = 10, checkpoint_seconds: float = 300.0,
          divergence_threshold: float = DIVERGENCE_THRESHOLD, progress: bool = True):
     """MAMS chains; returns a `Trace`.
 
     target, init, num_chains, eval_x, predict_fn, mesh, run_dir,
         checkpoint_every, checkpoint_seconds, progress: as `ws.samplers.hmc`.
     num_samples: draws kept per chain, `thin` transitions each.
-    num_warmup: tuning transitions (the module docstring's schedule); at
-        least 100 unless step_size and L are given with preconditioning="none".
+    num_warmup: tuning transitions (the module docstring's schedule): MCLMC
+        transitions, then num_adjusted_warmup MAMS transitions; the MCLMC
+        phase needs at least 100 unless L is given with preconditioning="none".
+    num_adjusted_warmup: the last warmup transitions, MAMS's, in which dual
+        averaging tunes the step size (default: num_warmup // 10 when the step
+        size is tuned; 0 when only L or the metric is; all of them when
+        nothing is tuned).
     step_size: fixed step size (default: dual averaging towards target_accept).
     L: fixed mean trajectory length in whitened units (default: tuned); each
         trajectory takes ceil(U s) steps with mean L / step_size, at most
@@ -324,22 +350,23 @@ def mams(target, key, *, init=None, num_chains: int = 1, num_samples: int,
 
     Stats per draw: accept_prob (mean over the draw's transitions),
     is_accepted (any accepted), is_divergent (any), energy_error, num_steps,
-    step_size, L, logdensity, grad_evals (2 per integrator step taken).
+    step_size, L, logdensity, grad_evals (2 per integrator step taken). In
+    warmup's MCLMC phase a transition is one step, accepted when finite.
+    Trace.info: step_size, L and mean_num_steps per chain, and
+    mclmc_step_size (the MCLMC phase's).
     """
-    validation.choice("preconditioning", preconditioning, PRECONDITIONINGS)
-    if step_size is not None:
-        step_size = validation.positive_float("step_size", step_size)
-    if L is not None:
-        L = validation.positive_float("L", L)
-    validation.probability("target_accept", target_accept)
-    validation.positive_int("max_num_steps", max_num_steps)
-    validation.positive_float("divergence_threshold", divergence_threshold)
-    validation.int_at_least("num_warmup", num_warmup, 0)
-    check_tuning(num_warmup, step_size, L, preconditioning)
+    checked = check_arguments(
+        num_warmup=num_warmup, num_adjusted_warmup=num_adjusted_warmup,
+        step_size=step_size, L=L, preconditioning=preconditioning,
+        target_accept=target_accept, max_num_steps=max_num_steps,
+        divergence_threshold=divergence_threshold)
+    num_adjusted_warmup, step_size, L = (checked["num_adjusted_warmup"],
+                                         checked["step_size"], checked["L"])
 
     def build(tgt) -> Algorithm:
         return algorithm(tgt.logdensity_of, num_chains=num_chains, num_warmup=num_warmup,
-                         step_size=step_size, L=L, preconditioning=preconditioning,
+                         num_adjusted_warmup=num_adjusted_warmup, step_size=step_size,
+                         L=L, preconditioning=preconditioning,
                          target_accept=target_accept, max_num_steps=max_num_steps,
                          thin=thin, divergence_threshold=divergence_threshold)
 

@@ -105,6 +105,40 @@ class MCLMCChains(NamedTuple):
     autocorrelation: tuning.Autocorrelation | None
 
 
+def initial_step_size(logdensity_fn: Callable, states: IsokineticState, inverse_mass,
+                      desired_energy_var: float):
+    """Per chain (the leading axis of `states`), the step size whose first
+    minimal-norm step meets the energy target, searched by doubling or halving
+    from sqrt(d) / 4; returns (step sizes, gradients spent per chain)."""
+    value_and_grad = jax.value_and_grad(logdensity_fn)
+    dim = isokinetic.dimension(jax.tree.map(lambda x: x[0], states.position))
+
+    def search(s, m):
+        sqrt_m = isokinetic.sqrt_inverse_mass_of(m)
+
+        def score(eps):  # -log xi: crosses 0 at the target energy variance
+            end, kinetic = isokinetic.mclachlan_step(value_and_grad, s, eps, sqrt_m, dim)
+            change = kinetic - end.logdensity + s.logdensity
+            return -jnp.log(jnp.square(change) / (dim * desired_energy_var))
+
+        return tuning.search_step_size(score, jnp.sqrt(dim) * 0.25, 0.0)
+
+    eps, tries = jax.vmap(search)(states, inverse_mass)
+    return eps, GRADIENTS_PER_STEP * tries
+
+
+def tuned_step(logdensity_fn: Callable, key, state: IsokineticState, step_size, L,
+               predictor: tuning.EnergyPredictor, desired_energy_var: float,
+               inverse_mass=None):
+    """One MCLMC transition and the energy predictor's update:
+    (state, MCLMCInfo, predictor, the predicted next step size)."""
+    state, info = build_kernel(logdensity_fn)(key, state, step_size, L, inverse_mass)
+    predictor, predicted = tuning.predictor_update(
+        predictor, step_size, info.energy_change, info.is_accepted,
+        isokinetic.dimension(state.position), desired_energy_var)
+    return state, info, predictor, predicted
+
+
 def check_tuning(num_warmup: int, step_size, L, preconditioning: str) -> None:
     """What tuning needs, checked before tracing."""
     needs = [name for name, value in (("step_size", step_size), ("L", L)) if value is None]
@@ -114,6 +148,22 @@ def check_tuning(num_warmup: int, step_size, L, preconditioning: str) -> None:
         raise ValueError(f"num_warmup={num_warmup} is too short to tune "
                          f"{', '.join(needs)}: use num_warmup >= {MIN_WARMUP}, or give "
                          f"step_size and L with preconditioning='none'")
+
+
+def check_arguments(*, num_warmup: int = 0, step_size=None, L=None,
+                    preconditioning: str = "none",
+                    desired_energy_var: float = DESIRED_ENERGY_VAR) -> dict:
+    """`mclmc`'s tuning arguments checked before anything is traced; `mile`
+    calls it before it trains the ensemble."""
+    validation.choice("preconditioning", preconditioning, PRECONDITIONINGS)
+    if step_size is not None:
+        step_size = validation.positive_float("step_size", step_size)
+    if L is not None:
+        L = validation.positive_float("L", L)
+    desired_energy_var = validation.positive_float("desired_energy_var", desired_energy_var)
+    validation.int_at_least("num_warmup", num_warmup, 0)
+    check_tuning(num_warmup, step_size, L, preconditioning)
+    return {"step_size": step_size, "L": L, "desired_energy_var": desired_energy_var}
 
 
 def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
@@ -138,25 +188,14 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
             positions, jax.random.split(key_step, num_chains))
         dim = isokinetic.dimension(jax.tree.map(lambda x: x[0], positions))
         if dim < 2:
-            raise ValueError(f"init: MCLMC needs a position of at least 2 numbers, got {dim}")
+            raise ValueError(f"init: the microcanonical samplers need a position of at "
+                             f"least 2 numbers, got {dim}")
         inverse_mass = (jax.tree.map(jnp.ones_like, positions) if tune_metric else None)
         cost = jnp.ones((num_chains,), jnp.float32)
         if tune_step:
-            value_and_grad = jax.value_and_grad(logdensity)
-
-            def search(s, m):
-                sqrt_m = isokinetic.sqrt_inverse_mass_of(m)
-
-                def score(eps):  # -log xi: crosses 0 at the target energy variance
-                    end, kinetic = isokinetic.mclachlan_step(value_and_grad, s, eps,
-                                                             sqrt_m, dim)
-                    change = kinetic - end.logdensity + s.logdensity
-                    return -jnp.log(jnp.square(change) / (dim * desired_energy_var))
-
-                return tuning.search_step_size(score, jnp.sqrt(dim) * 0.25, 0.0)
-
-            eps, tries = jax.vmap(search)(states, inverse_mass)
-            cost = cost + GRADIENTS_PER_STEP * tries
+            eps, search_cost = initial_step_size(logdensity, states, inverse_mass,
+                                                 desired_energy_var)
+            cost = cost + search_cost
         else:
             eps = jnp.full((num_chains,), step_size, jnp.float32)
         length = jnp.full((num_chains,), jnp.sqrt(dim) if tune_L else L, jnp.float32)
@@ -175,14 +214,14 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
         return kernel(key, c.state, c.step_size, c.L, c.inverse_mass)
 
     def warmup_step(tree, c: MCLMCChains, t):
-        state, info = transition(tree, c, t)
+        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
+        state, info, predictor, predicted = tuned_step(
+            logdensity_of(tree), key, c.state, c.step_size, c.L, c.predictor,
+            desired_energy_var, c.inverse_mass)
         c = c._replace(state=state)
         dim = isokinetic.dimension(state.position)
         eps, length, inverse_mass = c.step_size, c.L, c.inverse_mass
         if tune_step:
-            predictor, predicted = tuning.predictor_update(
-                c.predictor, eps, info.energy_change, info.is_accepted, dim,
-                desired_energy_var)
             adapting = (t < end_retune) | (not tune_L)
             # The travel from the start sees gradients and failures that the
             # typical set does not: restart the predictor (and its cap) after it.
@@ -283,14 +322,11 @@ def mclmc(target, key, *, init=None, num_chains: int = 1, num_samples: int,
     is_divergent (a step was not finite and was undone), is_accepted (the
     chain moved), grad_evals (2 per transition).
     """
-    validation.choice("preconditioning", preconditioning, PRECONDITIONINGS)
-    if step_size is not None:
-        step_size = validation.positive_float("step_size", step_size)
-    if L is not None:
-        L = validation.positive_float("L", L)
-    desired_energy_var = validation.positive_float("desired_energy_var", desired_energy_var)
-    validation.int_at_least("num_warmup", num_warmup, 0)
-    check_tuning(num_warmup, step_size, L, preconditioning)
+    checked = check_arguments(num_warmup=num_warmup, step_size=step_size, L=L,
+                              preconditioning=preconditioning,
+                              desired_energy_var=desired_energy_var)
+    step_size, L, desired_energy_var = (checked["step_size"], checked["L"],
+                                        checked["desired_energy_var"])
 
     def build(tgt) -> Algorithm:
         return algorithm(tgt.logdensity_of, num_chains=num_chains, num_warmup=num_warmup,

@@ -16,6 +16,7 @@ run_dir/chains; both resume.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import jax
@@ -24,11 +25,14 @@ import numpy as np
 from weightspace.samplers import target as target_lib
 from weightspace.samplers import validation
 from weightspace.samplers.baselines import deep_ensemble
+from weightspace.samplers.mams import check_arguments as check_mams
 from weightspace.samplers.mams import mams
+from weightspace.samplers.mclmc import check_arguments as check_mclmc
 from weightspace.samplers.mclmc import mclmc
 from weightspace.samplers.trace import Trace
 
 SAMPLERS = {"mclmc": mclmc, "mams": mams}
+CHECKS = {"mclmc": check_mclmc, "mams": check_mams}
 ENSEMBLE_DIR, CHAINS_DIR = "ensemble", "chains"
 
 
@@ -63,6 +67,10 @@ def mile(target, key, *, sampler: str = "mclmc", num_chains: int = 1, ensemble: 
     for name in ("num_members", "eval_x", "run_dir", "progress"):
         if name in ensemble:
             raise TypeError(f"ensemble[{name!r}] is set by mile (num_members = num_chains)")
+    # The chains' settings are checked before the ensemble trains.
+    check = CHECKS[sampler]
+    known = inspect.signature(check).parameters
+    check(**{k: v for k, v in sampler_kwargs.items() if k in known})
     num_chains = validation.positive_int("num_chains", num_chains)
     key = validation.prng_key("key", key)
     key_members, key_chains = jax.random.split(key)

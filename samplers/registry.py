@@ -200,7 +200,10 @@ register(Entry(
         Option("target_accept", "target_accept", "positive_float",
                default=TARGET_ACCEPT),  # Robnik, Cohn-Gordon and Seljak 2025
         Option("max_steps", "max_num_steps", "positive_int",
-               "cap on integrator steps per trajectory", default=1000))))
+               "cap on integrator steps per trajectory", default=1000),
+        Option("adjusted_warmup", "num_adjusted_warmup", "nonnegative_int",
+               "the last warmup transitions, MAMS's, which tune the step size (default: "
+               "a tenth of --warmup when the step size is tuned); the rest are MCLMC's"))))
 
 
 def _mile_arguments(values: dict, given: set) -> dict:

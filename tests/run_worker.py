@@ -21,8 +21,11 @@ def main(sampler: str, run_dir: str, num_samples: int) -> None:
                         **common)
     elif sampler in ("mclmc", "mams"):
         # Commits every 10 steps: the tuning state is checkpointed mid-warmup too.
-        getattr(ws.samplers, sampler)(post, jax.random.key(11), num_warmup=100, thin=3,
-                                      **{**common, "checkpoint_every": 10})
+        # MAMS: 100 MCLMC transitions, then 10 of dual averaging.
+        extra = {"num_warmup": 110, "num_adjusted_warmup": 10} if sampler == "mams" \
+            else {"num_warmup": 100}
+        getattr(ws.samplers, sampler)(post, jax.random.key(11), thin=3,
+                                      **{**common, **extra, "checkpoint_every": 10})
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
                          step_size=1e-4, thin=7, **common)

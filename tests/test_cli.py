@@ -97,7 +97,7 @@ def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
     ("mclmc", ["--warmup", "100", "--preconditioning", "diagonal"], "mclmc"),
     ("mams", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--preconditioning",
               "none"], "mams"),
-    ("mile", ["--warmup", "100", "--ensemble-epochs", "2", "--ensemble-learning-rate",
+    ("mile", ["--warmup", "120", "--ensemble-epochs", "2", "--ensemble-learning-rate",
               "0.05", "--chain-sampler", "mams"], "mams"),
 ])
 def test_sample_with_microcanonical_samplers(tmp_path, capsys, sampler, flags,

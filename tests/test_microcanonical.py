@@ -208,13 +208,34 @@ def test_bad_arguments_are_named_before_tracing(sampler):
              ({"num_samples": 0, "num_warmup": 200}, "num_samples")]
     if sampler == "mams":
         cases += [({"target_accept": 1.5, "num_warmup": 200}, "target_accept"),
-                  ({"max_num_steps": 0, "num_warmup": 200}, "max_num_steps")]
+                  ({"max_num_steps": 0, "num_warmup": 200}, "max_num_steps"),
+                  ({"num_adjusted_warmup": 201, "num_warmup": 200}, "num_adjusted_warmup"),
+                  ({"num_adjusted_warmup": -1, "num_warmup": 200}, "num_adjusted_warmup"),
+                  ({"num_adjusted_warmup": 0, "num_warmup": 200}, "num_adjusted_warmup"),
+                  # 150 of 200 for dual averaging leaves 50 MCLMC transitions to fit L
+                  ({"num_adjusted_warmup": 150, "num_warmup": 200}, "num_warmup=200")]
     for kwargs, name in cases:
         with pytest.raises(ValueError, match=name):
             run(logdensity, jax.random.key(0), **{**common, **kwargs})
     with pytest.raises(ValueError, match="init"):
         run(logdensity, jax.random.key(0), init={"x": jnp.zeros((2, 3))}, num_chains=1,
             num_samples=2, num_warmup=200, progress=False)
+
+
+@pytest.mark.parametrize("chain_sampler, kwargs, name", [
+    ("mams", {"num_warmup": 50}, "num_warmup=50"),
+    ("mams", {"num_warmup": 200, "num_adjusted_warmup": 300}, "num_adjusted_warmup"),
+    ("mclmc", {"num_warmup": 200, "L": -1.0}, "L"),
+])
+def test_mile_checks_the_chains_settings_before_training_the_ensemble(
+        tmp_path, chain_sampler, kwargs, name):
+    post, _ = _digits_posterior(one_device_mesh())
+    with pytest.raises(ValueError, match=name):
+        ws.samplers.mile(post, jax.random.key(0), sampler=chain_sampler, num_chains=2,
+                         ensemble=dict(num_epochs=1, batch_size=50, learning_rate=0.1),
+                         num_samples=2, run_dir=tmp_path / "run", progress=False,
+                         **kwargs)
+    assert not (tmp_path / "run").exists()  # nothing trained
 
 
 @pytest.mark.parametrize("sampler", ["mclmc", "mams"])

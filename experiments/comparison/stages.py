@@ -381,8 +381,8 @@ def _stage_mams(run: Run) -> dict:
         run.post, run.stage_key("mams"), num_chains=s.num_chains, num_samples=s.num_samples,
         num_warmup=s.num_warmup, thin=s.thin, target_accept=s.target_accept,
         preconditioning=s.preconditioning, max_num_steps=s.max_num_steps,
-        step_size=s.step_size, L=s.L, eval_x=run.data.x_test,
-        run_dir=run.run_dir("mams"), progress=run.progress)
+        step_size=s.step_size, L=s.L, num_adjusted_warmup=s.num_adjusted_warmup,
+        eval_x=run.data.x_test, run_dir=run.run_dir("mams"), progress=run.progress)
     return _microcanonical_result(run, "mams", trace)
 
 
