@@ -28,7 +28,10 @@ while a chain is still travelling from its start):
              turns the dynamics diffusive (on the digits MLP, chains with
              L ~ 20 were still drifting after 10,000 gradients).
 A non-finite step is undone (the velocity is redrawn) and caps the step size
-at 0.8 of the one that failed; in sampling it is flagged divergent.
+at 0.8 of the one that failed, as does a step whose energy error is 1,000
+times the target; the cap lifts back over 50 stable steps
+(`isokinetic_tuning.predictor_update`). In sampling a non-finite step is
+flagged divergent.
 """
 
 from __future__ import annotations

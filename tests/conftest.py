@@ -72,29 +72,38 @@ import pytest
 # of a unit on one worker (a cold run on a loaded 2-core machine); only the order
 # depends on it, so a stale entry costs time, never a result. Units not listed
 # follow, in xdist's order.
-ALONE = ("tests/test_compare.py::test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds",)
+ALONE = ("tests/test_compare.py::test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds",
+         "tests/test_hmc_runs.py::test_sigkill_at_a_random_moment",
+         "tests/test_hmc_runs.py::test_microcanonical_sigkill")
+_KILL, _MICRO_KILL = (ALONE[1] + "_then_resume_gives_the_uninterrupted_draws",
+                      ALONE[2] + "_in_tuning_or_sampling_then_resume_is_exact")
 UNIT_SECONDS = {
-    ALONE[0] + "[paper-cifar10]": 760,
-    "tests/test_hmc_runs.py": 350,
-    "tests/test_sgmcmc.py": 320,
-    "tests/test_reference_runs.py": 270,
-    "tests/test_compare.py": 250,
-    "tests/test_readme.py": 240,
+    ALONE[0] + "[paper-cifar10]": 760,   # slow: only under -m slow
     ALONE[0] + "[paper-imdb]": 240,
-    "tests/test_networks.py": 220,
-    "tests/test_hmc.py": 220,
-    "tests/test_cli.py": 190,
     ALONE[0] + "[paper-mnist]": 180,
-    "tests/test_llc.py": 170,
-    "tests/test_baselines.py": 140,
-    "tests/test_multiprocess.py": 110,
-    "tests/test_rhat_ess.py": 110,
-    "tests/test_notebook.py": 105,
-    "tests/test_align.py": 100,
-    "tests/test_mixing.py": 60,
-    "tests/test_sharding.py": 55,
-    "tests/test_posterior.py": 55,
-    "tests/test_adding_a_sampler.py": 120,
+    "tests/test_compare.py": 200,
+    "tests/test_readme.py": 160,
+    "tests/test_sgmcmc.py": 150,
+    "tests/test_microcanonical.py": 140,
+    "tests/test_cli.py": 140,
+    "tests/test_hmc.py": 120,
+    "tests/test_reference_runs.py": 110,
+    "tests/test_hmc_runs.py": 90,
+    _KILL + "[hmc]": 90,
+    _MICRO_KILL + "[mams]": 85,
+    "tests/test_baselines.py": 85,
+    "tests/test_networks.py": 80,
+    "tests/test_llc.py": 75,
+    _MICRO_KILL + "[mclmc]": 70,
+    "tests/test_multiprocess.py": 70,
+    "tests/test_notebook.py": 70,
+    _KILL + "[sgld]": 60,
+    "tests/test_adding_a_sampler.py": 60,
+    "tests/test_align.py": 60,
+    "tests/test_rhat_ess.py": 40,
+    "tests/test_mixing.py": 40,
+    "tests/test_sharding.py": 35,
+    "tests/test_posterior.py": 35,
     "tests/test_slt_dln.py": 35,
 }
 

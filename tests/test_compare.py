@@ -266,14 +266,13 @@ def test_bad_input_is_refused_naming_the_argument(quick, tmp_path, capsys):
 # ------------------------------------------------------------------ the paper presets
 
 # Every stage compiles the preset's network anew: on 2 CPU cores the CIFAR-10
-# preset's end-to-end smoke takes 5 to 8 minutes and IMDB's 2 to 3, which the
-# README's 15-minute suite cannot hold. They run with `pytest -m slow`; the
-# default suite runs MNIST's end to end, and the two others' data, network and
-# one stage below.
-@pytest.mark.parametrize("name", [
-    "paper-mnist",
-    pytest.param("paper-imdb", marks=pytest.mark.slow),
-    pytest.param("paper-cifar10", marks=pytest.mark.slow)])
+# preset's end-to-end smoke takes 5 to 8 minutes, IMDB's 2 to 3 and MNIST's
+# 1 to 2, which the README's 15-minute suite cannot hold. They run with
+# `pytest -m slow`; the default suite runs every stage end to end on the quick
+# preset (the `quick` fixture), and each paper preset's data, network and one
+# stage below.
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["paper-mnist", "paper-imdb", "paper-cifar10"])
 def test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds(name, tmp_path):
     # One device: sharded convolutions on 8 simulated CPU devices are many times
     # slower, and sharding is what test_sharding checks.
@@ -293,7 +292,7 @@ def test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds(name, tmp_path)
     assert Path(tmp_path / "out" / "report.md").is_file()
 
 
-@pytest.mark.parametrize("name", ["paper-imdb", "paper-cifar10"])
+@pytest.mark.parametrize("name", ["paper-mnist", "paper-imdb", "paper-cifar10"])
 def test_paper_preset_data_network_and_sgd_stage_under_smoke_on_mocked_tfds(name, tmp_path):
     """What the slow end-to-end runs check that the rest of the default suite
     does not: the preset's dataset through tfds (mocked) at its settings, the

@@ -407,9 +407,11 @@ def _mile_predictions(run: Run):
 def _microcanonical_smoke(settings):
     """Two draws of untuned two-step transitions (tuning needs 100)."""
     step = settings.step_size or 0.1
+    untuned = {"num_adjusted_warmup": None} if hasattr(settings, "num_adjusted_warmup") \
+        else {}
     return dataclasses.replace(settings, num_chains=2, num_samples=2, num_warmup=0, thin=1,
                                step_size=step, L=settings.L or 2 * step,
-                               preconditioning="none")
+                               preconditioning="none", **untuned)
 
 
 register(Method("mams", "MAMS", _stage_mams, settings=presets.MAMSSettings,
