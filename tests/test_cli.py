@@ -94,7 +94,9 @@ def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
 
 
 @pytest.mark.parametrize("sampler, flags, config_sampler", [
-    ("mclmc", ["--warmup", "100", "--preconditioning", "diagonal"], "mclmc"),
+    # untuned (tuning is tested in test_microcanonical.py), with MCLMC's own flag
+    ("mclmc", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--preconditioning",
+               "none", "--desired-energy-var", "1e-3"], "mclmc"),
     ("mams", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--preconditioning",
               "none"], "mams"),
     # untuned: MAMS's tuning is tested in test_microcanonical.py
