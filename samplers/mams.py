@@ -38,7 +38,6 @@ import numpy as np
 
 from weightspace.samplers import adaptation as adaptation_lib
 from weightspace.samplers import driver, isokinetic, validation
-from weightspace.samplers import isokinetic_tuning as tuning
 from weightspace.samplers.algorithm import Algorithm
 from weightspace.samplers.hmc import DIVERGENCE_THRESHOLD
 from weightspace.samplers.mclmc import (DESIRED_ENERGY_VAR, MIN_WARMUP, PRECONDITIONINGS,
@@ -67,9 +66,6 @@ class MAMSInfo(NamedTuple):
 def init(position, logdensity_fn: Callable) -> MAMSState:
     value, grad = jax.value_and_grad(logdensity_fn)(position)
     return MAMSState(position, value, grad)
-
-
-_init_state = init  # mams() takes an argument named init
 
 
 def mean_steps_scale(mean_steps):

@@ -213,13 +213,11 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
 
     def transition(tree, c: MCLMCChains, t):
         kernel = build_kernel(logdensity_of(tree))
-        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
-        return kernel(key, c.state, c.step_size, c.L, c.inverse_mass)
+        return kernel(_key(c, t), c.state, c.step_size, c.L, c.inverse_mass)
 
     def warmup_step(tree, c: MCLMCChains, t):
-        key = jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
         state, info, predictor, predicted = tuned_step(
-            logdensity_of(tree), key, c.state, c.step_size, c.L, c.predictor,
+            logdensity_of(tree), _key(c, t), c.state, c.step_size, c.L, c.predictor,
             desired_energy_var, c.inverse_mass)
         c = c._replace(state=state)
         dim = isokinetic.dimension(state.position)
@@ -287,6 +285,11 @@ def algorithm(logdensity_of: Callable, *, num_chains: int, num_warmup: int,
     return Algorithm(name="mclmc", init=init, warmup_step=warmup_step,
                      sample_step=sample_step, position=lambda c: c.state.position,
                      settings=settings, info=info, num_keys=2)
+
+
+def _key(c: MCLMCChains, t):
+    """Transition t's key."""
+    return jax.random.fold_in(jax.random.wrap_key_data(c.key_data), t)
 
 
 def _stats(info: MCLMCInfo, c: MCLMCChains) -> dict:
