@@ -1,9 +1,10 @@
 """Diagnostics over arrays with leading (chain, draw) axes: R-hat and ESS in
 weight space and function space, permutation alignment of weights, predictive
-metrics, summaries and figures. This subpackage never imports
+metrics, basin shares and crossings, summaries and figures. This subpackage never imports
 weightspace.models or weightspace.samplers."""
 
 from weightspace.diagnostics.align import align_permutations
+from weightspace.diagnostics.basins import BasinReport, basins
 from weightspace.diagnostics.ess import ess
 from weightspace.diagnostics.plots import plot_reliability, plot_rhat, plot_trace
 from weightspace.diagnostics.predictive import (
@@ -12,7 +13,8 @@ from weightspace.diagnostics.predictive import (
 from weightspace.diagnostics.rhat import rhat, rhat_summary
 from weightspace.diagnostics.summary import Summary, gradient_cost, summary
 
-__all__ = ["accuracy", "agreement", "align_permutations", "brier", "classification_metrics",
+__all__ = ["accuracy", "agreement", "align_permutations", "BasinReport", "basins", "brier",
+           "classification_metrics",
            "ece", "ensemble_predictive", "ess", "gaussian_nll", "gradient_cost", "nll",
            "plot_reliability",
            "plot_rhat", "plot_trace", "regression_metrics", "reliability_bins", "rhat",

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from weightspace.diagnostics.align import align_permutations
+from weightspace.diagnostics.basins import BasinReport, basins as basin_report
 from weightspace.diagnostics.ess import ess
 from weightspace.diagnostics.rhat import METHODS, rhat, rhat_summary
 from weightspace.leaf_names import named_leaves
@@ -37,6 +38,7 @@ class Summary:
         per 1,000 gradients of the total}.
     rhat_values: {space: the R-hat pytree the row summarizes}, for figures
         (`plot_rhat`) without computing R-hat again; not part of `to_dict()`.
+    basins: the `BasinReport` when `summary` was given `basins` (None otherwise).
     `str(summary)` prints the tables; `to_dict()` is JSON-ready.
     """
 
@@ -47,10 +49,13 @@ class Summary:
     notes: list
     rhat_values: dict = dataclasses.field(default_factory=dict, repr=False)
     cost: dict = dataclasses.field(default_factory=dict)
+    basins: BasinReport | None = None
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "rhat_values"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "rhat_values"}
+        out["basins"] = None if self.basins is None else self.basins.to_dict()
+        return out
 
     def __str__(self) -> str:
         return format_summary(self)
@@ -116,6 +121,8 @@ def format_summary(s: Summary) -> str:
         out += _table(["chain", *(c[1] for c in columns)], [
             [str(r["chain"]), *(fmt(r[key]) if key in r else "" for key, _, fmt in columns)]
             for r in s.chains])
+    if s.basins is not None:
+        out += ["", str(s.basins)]
     out += [f"note: {n}" for n in s.notes]
     return "\n".join(out).strip("\n")
 
@@ -145,7 +152,7 @@ def _chain_rows(stats: dict, num_chains: int, num_draws: int) -> list[dict]:
 
 def summary(trace: Any, *, method: str = "rank", network: Any = None,
             aligned_positions: Any = None, thresholds=(1.1, 1.01),
-            chunk_size: int | None = None) -> Summary:
+            chunk_size: int | None = None, basins: Any = None) -> Summary:
     """R-hat and ESS in weight space and function space, and per-chain stats.
 
     trace: a `Trace` (or anything with `positions`, leaves (chain, draw, ...),
@@ -159,6 +166,11 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
     aligned_positions: the aligned weights when already computed (then
         `network` is not needed).
     thresholds: R-hat values whose fraction-below is reported.
+    basins: where the basins are known, a target with `assign` (positions ->
+        basin labels), `basins` (names) and `shares` (exact), such as
+        `ws.slt.basin_target(...)`, or just an `assign` callable: the summary
+        then has `ws.diagnostics.basins`'s report (crossings, shares per
+        chain, and whether the chains weight basins by where they started).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got method={method!r}")
@@ -199,9 +211,18 @@ def summary(trace: Any, *, method: str = "rank", network: Any = None,
         for r in ess_rows:
             r["per_1000_grad_evals"] = {q: 1000.0 * v / cost["total_grad_evals"]
                                         for q, v in r["quantiles"].items()}
+    report = None
+    if basins is not None:
+        assign = getattr(basins, "assign", basins)
+        if not callable(assign):
+            raise TypeError(f"basins must be a target with .assign or a callable "
+                            f"positions -> labels; got basins={basins!r}")
+        report = basin_report(trace.positions, assign=assign,
+                              names=getattr(basins, "basins", None),
+                              exact=getattr(basins, "shares", None))
     return Summary(method, rhat_rows, ess_rows,
                    _chain_rows(trace.stats, num_chains, num_draws), notes, rhat_values,
-                   cost)
+                   cost, report)
 
 
 def gradient_cost(trace) -> dict:
