@@ -1,5 +1,5 @@
 """Samplers over weight pytrees: full-batch HMC, microcanonical samplers (MCLMC,
-MAMS), stochastic-gradient MCMC, and
+MAMS), replica exchange, stochastic-gradient MCMC, and
 the optimization baselines (SGD, deep ensembles, mean-field VI).
 
 Kernels (`samplers/hmc.py`, `samplers/sgmcmc.py`) are pure functions over
@@ -20,12 +20,15 @@ from weightspace.samplers.isokinetic import IsokineticState
 from weightspace.samplers.mams import MAMSInfo, MAMSState, mams
 from weightspace.samplers.mclmc import MCLMCInfo, mclmc
 from weightspace.samplers.mile import mile
+from weightspace.samplers.replica_exchange import ReplicaChains, replica_exchange
 from weightspace.samplers.schedules import constant, cyclical
 from weightspace.samplers.sgmcmc import SGHMCState, SGLDState, SGMCMCInfo, sghmc, sgld
 from weightspace.samplers.trace import Trace
 from weightspace.samplers.registry import SAMPLERS, Entry, Option, register
 
 __all__ = ["SAMPLERS", "Algorithm", "Entry", "HMCInfo", "HMCState", "IsokineticState",
-           "MAMSInfo", "MAMSState", "MCLMCInfo", "Option", "SGHMCState", "SGLDState",
+           "MAMSInfo", "MAMSState", "MCLMCInfo", "Option", "ReplicaChains", "SGHMCState",
+           "SGLDState",
            "SGMCMCInfo", "Trace", "constant", "cyclical", "deep_ensemble", "hmc", "load",
-           "mams", "mclmc", "mfvi", "mile", "register", "sgd", "sghmc", "sgld"]
+           "mams", "mclmc", "mfvi", "mile", "register", "replica_exchange", "sgd", "sghmc",
+           "sgld"]

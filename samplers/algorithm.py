@@ -57,6 +57,13 @@ class Algorithm:
     num_keys: PRNG keys `init` takes.
     draw_end: j -> last transition of kept draw j (host ints) when draws are
         not evenly thinned (cyclical schedules); None: every `thin` transitions.
+    replicas: carry slots per chain. With 1 (every sampler but replica
+        exchange) the steps see one chain's carry and the driver vmaps them.
+        With more, the carry's leading axis holds num_chains * replicas slots
+        (spread along the mesh's "chain" axis), the steps see all of them (they
+        vmap over slots themselves, e.g. with `driver.slot_vmap`, and may
+        exchange scalars between slots) and return stats and grad_evals per
+        chain (num_chains,); `position` gives each chain's kept position.
     """
 
     name: str
@@ -68,3 +75,4 @@ class Algorithm:
     info: Callable[[Any], dict] = lambda carry: {}
     num_keys: int = 1
     draw_end: Callable[[int], int] | None = None
+    replicas: int = 1

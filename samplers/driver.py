@@ -157,13 +157,14 @@ def sample(build: Callable[[Any], Algorithm], target, key, *, init=None, data=No
     algorithm = build(tgt)
     key = validation.prng_key("key", key)
     mesh = tgt.mesh
-    validation.chains_fit_mesh(num_chains, mesh)
+    validation.chains_fit_mesh(num_chains * algorithm.replicas, mesh)
 
     key_init, *keys = jax.random.split(key, 1 + algorithm.num_keys)
     positions = validation.start_positions("init", init, tgt, key_init, num_chains)
     eval_x = validation.eval_inputs("eval_x", eval_x, tgt, positions)
     shard = None if mesh is None else chain_sharding(mesh)
-    if shard is not None:
+    if shard is not None and algorithm.replicas == 1:
+        # (With replicas, init spreads the chains' starts over their slots.)
         positions = jax.device_put(positions, shard)
     carry, init_cost = jax.jit(algorithm.init)(tgt.tree, positions, *keys)
     if shard is not None:
@@ -180,8 +181,9 @@ def sample(build: Callable[[Any], Algorithm], target, key, *, init=None, data=No
     plan = Plan(num_warmup=num_warmup, num_samples=num_samples, thin=thin,
                 checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds,
                 draw_end=algorithm.draw_end)
-    return run(tree=tgt.tree, carry=carry, warmup_step=chainwise(algorithm.warmup_step, mesh),
-               sample_step=chainwise(algorithm.sample_step, mesh),
+    steps = chainwise if algorithm.replicas == 1 else all_slots
+    return run(tree=tgt.tree, carry=carry, warmup_step=steps(algorithm.warmup_step, mesh),
+               sample_step=steps(algorithm.sample_step, mesh),
                positions_of=algorithm.position, predict=chain_predict(tgt, eval_x),
                eval_x=eval_x, plan=plan, run_dir=run_dir, config=config, progress=progress,
                desc=algorithm.name, info_of=algorithm.info,
@@ -314,6 +316,27 @@ def chainwise(one: Callable, mesh) -> Callable:
         return (c, *rest)
 
     return chains
+
+
+def slot_vmap(one: Callable, mesh, in_axes=0) -> Callable:
+    """vmap of `one` over the carry's slots, with the slot axis sharded along
+    the mesh's "chain" axis (as `chainwise` does for chains)."""
+    spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
+    return jax.vmap(one, in_axes=in_axes, spmd_axis_name=spmd)
+
+
+def all_slots(step: Callable, mesh) -> Callable:
+    """jit of step(tree, carry, t) -> (carry, stats, grad_evals) over the whole
+    carry (an Algorithm with replicas > 1), the carry kept sharded along the
+    mesh's "chain" axis."""
+    jitted = (jax.jit(step) if mesh is None
+              else jax.jit(step, out_shardings=(chain_sharding(mesh), None, None)))
+
+    def slots(tree, c, t):
+        c, stats, cost = jitted(tree, c, t)
+        return c, (stats._asdict() if hasattr(stats, "_asdict") else stats), cost
+
+    return slots
 
 
 def chain_predict(target, eval_x):

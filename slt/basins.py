@@ -140,6 +140,11 @@ class BasinTarget:
     def logdensity(self, position):
         return jnp.sum(self.factor_logdensity(position["u"]))
 
+    def logprior(self, position):
+        """The Gaussian prior's part of `logdensity` (unnormalized): the
+        reference a tempered sampler leaves untempered."""
+        return -jnp.sum(position["u"] ** 2) / (2.0 * self.prior_scale ** 2)
+
     def assign(self, positions) -> np.ndarray:
         """Basin labels of positions {"u": (..., num_factors, dim)} -> (..., num_factors)."""
         return self._spec.label(np.asarray(positions["u"] if isinstance(positions, dict)

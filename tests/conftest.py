@@ -74,7 +74,7 @@ import pytest
 # follow, in xdist's order.
 ALONE = ("tests/test_compare.py::test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds",
          "tests/test_hmc_runs.py::test_sigkill_at_a_random_moment",
-         "tests/test_hmc_runs.py::test_microcanonical_sigkill")
+         "tests/test_hmc_runs.py::test_tuned_sampler_sigkill")
 _KILL, _MICRO_KILL = (ALONE[1] + "_then_resume_gives_the_uninterrupted_draws",
                       ALONE[2] + "_in_tuning_or_sampling_then_resume_is_exact")
 UNIT_SECONDS = {
@@ -95,6 +95,9 @@ UNIT_SECONDS = {
     "tests/test_networks.py": 80,
     "tests/test_llc.py": 75,
     _MICRO_KILL + "[mclmc]": 70,
+    _MICRO_KILL + "[replica_exchange]": 70,
+    "tests/test_replica_exchange.py": 70,
+    "tests/test_basins.py": 40,
     "tests/test_multiprocess.py": 70,
     "tests/test_notebook.py": 70,
     _KILL + "[sgld]": 60,

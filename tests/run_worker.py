@@ -1,7 +1,8 @@
-"""A sampling job for tests/test_hmc_runs.py: HMC, SGLD, MCLMC or MAMS on a small digits
-posterior into RUN_DIR (resumes when RUN_DIR holds the same run).
+"""A sampling job for tests/test_hmc_runs.py: HMC, SGLD, MCLMC, MAMS or replica
+exchange on a small digits posterior into RUN_DIR (resumes when RUN_DIR holds
+the same run).
 
-usage: python run_worker.py {hmc,sgld,mclmc,mams} RUN_DIR [NUM_SAMPLES]
+usage: python run_worker.py {hmc,sgld,mclmc,mams,replica_exchange} RUN_DIR [NUM_SAMPLES]
 """
 
 import sys
@@ -26,6 +27,11 @@ def main(sampler: str, run_dir: str, num_samples: int) -> None:
             else {"num_warmup": 100}
         getattr(ws.samplers, sampler)(post, jax.random.key(11), thin=3,
                                       **{**common, **extra, "checkpoint_every": 10})
+    elif sampler == "replica_exchange":
+        # 50 warmup transitions (ladder refits at 10, 20, 30), commits every 10.
+        ws.samplers.replica_exchange(post, jax.random.key(11), num_temperatures=4,
+                                     num_warmup=50, trajectory_length=0.05,
+                                     **{**common, "checkpoint_every": 10})
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
                          step_size=1e-4, thin=7, **common)

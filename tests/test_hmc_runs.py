@@ -1,4 +1,4 @@
-"""Run directories of HMC, SGLD, MCLMC and MAMS: kill and resume, refusal to mix runs, lazy
+"""Run directories of HMC, SGLD, MCLMC, MAMS and replica exchange: kill and resume, refusal to mix runs, lazy
 loading, CLI."""
 
 import json
@@ -78,12 +78,12 @@ def _assert_same_runs(a, b):
         np.testing.assert_array_equal(a.stats[k], b.stats[k])
 
 
-@pytest.mark.parametrize("sampler", ["mclmc", "mams"])
-def test_microcanonical_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_path,
-                                                                           sampler):
+@pytest.mark.parametrize("sampler", ["mclmc", "mams", "replica_exchange"])
+def test_tuned_sampler_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_path,
+                                                                          sampler):
     """Killed at a random moment of the run (tuning state, predictor, moments and
-    autocorrelation sums are in the checkpoint), the resumed run's draws and
-    stats equal an uninterrupted run's."""
+    autocorrelation sums, the replicas' ladder, rungs and swap counts are in the
+    checkpoint), the resumed run's draws and stats equal an uninterrupted run's."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     start = time.monotonic()
     _worker(sampler, reference)
