@@ -13,7 +13,8 @@ draws are the chain's.
 A transition: one gradient of log p (and of log r) at every replica's
 position; one round of swaps between neighbouring rungs; one HMC trajectory
 per replica at its rung's temperature and step size (fixed trajectory length,
-identity mass). Swaps follow the non-reversible scheme of Syed, Bouchard-Cote,
+identity mass; the same number of leapfrog steps at every rung,
+trajectory_length / rung 0's step size). Swaps follow the non-reversible scheme of Syed, Bouchard-Cote,
 Deligiannidis and Doucet 2021 ("Non-reversible parallel tempering", JRSS B
 84): even transitions propose the pairs (0,1), (2,3), ..., odd ones (1,2),
 (3,4), ...; the pair (k, k+1) swaps with probability
@@ -29,8 +30,9 @@ replica's temperature may have changed: one gradient per transition more
 than plain HMC.
 
 Warmup: every rung's step size by dual averaging to `target_accept`; the
-ladder is refitted at 20%, 40% and 60% of warmup so that every neighbouring
-pair rejects swaps equally often (Syed et al. 2021, Sec. 5: the cumulative
+ladder is refitted after rounds of warmup that double in length (ending at
+1/16, 1/8, 1/4, 1/2 and 3/4 of it) so that every neighbouring pair rejects
+swaps equally often (Syed et al. 2021, Sec. 5: the cumulative
 rejection rate Lambda(beta) is interpolated linearly in beta and the new
 betas are equally spaced in Lambda), which maximizes round trips for a given
 number of rungs. A swap rate s between all neighbours needs about
@@ -56,7 +58,10 @@ from weightspace.samplers.hmc import num_integration_steps
 from weightspace.samplers import target as target_lib
 from weightspace.samplers.algorithm import Algorithm
 
-REFIT_AT = (0.2, 0.4, 0.6)  # fractions of warmup at which the ladder is refitted
+# Fractions of warmup at which the ladder is refitted, from the swaps of the
+# round just ended: rounds that double (Syed et al. 2021, Sec. 5.3), and the
+# last quarter for the step sizes at the final ladder.
+REFIT_AT = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4)
 MIN_WARMUP = 50             # transitions the warmup schedule needs
 COLDEST_WITHOUT_ZERO = 1e-3  # hottest beta but one of the first ladder when beta_min = 0
 TARGET_SWAP_RATE = 0.5      # what info["rungs_for_swap_rate"] is computed for
@@ -134,10 +139,13 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
         (the reference itself) when there is a reference (a Posterior's prior,
         or `reference`); a callable target without one needs min_beta > 0.
     reference: for a callable target, log r(position), the part left
-        untempered (e.g. the log prior); a Posterior's is its log prior.
+        untempered (e.g. the log prior); a Posterior's is its log prior. Its
+        gradient is counted as free, as a prior's is next to the likelihood's.
     step_size: the first step size of every rung (default: Hoffman and
         Gelman's heuristic at each rung); with num_warmup = 0 the fixed one.
-    trajectory_length: as `hmc`, the same at every rung.
+    trajectory_length: at rung 0, as `hmc`; every rung takes the same number
+        of leapfrog steps, so a hotter rung's trajectory is longer in
+        proportion to its step size.
     num_warmup: transitions that adapt step sizes and the ladder, at least
         50 (or 0 with step_size given: a fixed geometric ladder).
 
@@ -199,7 +207,9 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
         if length is None:
             length = target_lib.default_trajectory_length(tgt)
         length = validation.positive_float("trajectory_length", length)
-        return algorithm(tgt.logdensity_of, reference_of, mesh=tgt.mesh,
+        name = ("prior" if tgt.posterior is not None else
+                None if reference is None else target_lib.callable_name(reference))
+        return algorithm(tgt.logdensity_of, reference_of, mesh=tgt.mesh, reference_name=name,
                          num_chains=num_chains, num_temperatures=k, num_warmup=num_warmup,
                          min_beta=float(beta_min), step_size=step_size,
                          trajectory_length=length, max_num_steps=max_num_steps,
@@ -224,6 +234,7 @@ def _to_slots(x, k: int):
 
 
 def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
+              reference_name: str | None = None,
               num_chains: int, num_temperatures: int, num_warmup: int, min_beta: float,
               step_size: float | None, trajectory_length: float, max_num_steps: int,
               target_accept: float, thin: int, divergence_threshold: float) -> Algorithm:
@@ -310,16 +321,21 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
         log_eps = (c.dual_averaging.log_step_size if adapting else c.log_step_size)
         eps = jnp.exp(jnp.take_along_axis(log_eps, rung[:, None], axis=1)[:, 0])
 
-        def move(key, q, lp, gp, lr, gr, b, e):
+        # The same number of leapfrog steps at every rung (the replicas run in
+        # lockstep), set by rung 0: hotter rungs' trajectories are longer by
+        # their step size, as their distributions are wider.
+        cold_eps = jnp.exp(log_eps[:, 0])
+        n = num_integration_steps(trajectory_length, cold_eps, max_num_steps)
+
+        def move(key, q, lp, gp, lr, gr, b, e, n):
             fn = tempered(tree, b)
             state = HMCState(q, b * lp + (1.0 - b) * lr,
-                                     jax.tree.map(lambda x, y: b * x + (1.0 - b) * y, gp, gr))
-            n = num_integration_steps(trajectory_length, e, max_num_steps)
+                             jax.tree.map(lambda x, y: b * x + (1.0 - b) * y, gp, gr))
             kernel = hmc_kernel(fn, divergence_threshold=divergence_threshold)
             return kernel(key, state, e, n)
 
         new, info = driver.slot_vmap(move, mesh)(move_keys, c.position, logp, grad_p, logr,
-                                                 grad_r, beta, eps)
+                                                 grad_r, beta, eps, n)
         c = c._replace(position=new.position, rung=rung, rejected=_to_slots(rejected, k),
                        proposed=_to_slots(proposed, k), round_trips=round_trips,
                        heading=heading)
@@ -395,7 +411,7 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
     settings = {"num_temperatures": k, "min_beta": min_beta, "step_size": step_size,
                 "trajectory_length": trajectory_length, "max_num_steps": max_num_steps,
                 "target_accept": target_accept, "divergence_threshold": divergence_threshold,
-                "reference": reference_of is not None}
+                "reference": reference_name}
     return Algorithm(name="replica_exchange", init=init, warmup_step=warmup_step,
                      sample_step=sample_step, position=position, settings=settings,
                      info=info, num_keys=2, replicas=k)

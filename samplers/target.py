@@ -51,7 +51,7 @@ class Target(_Sampled):
     logdensity_of: Callable
 
 
-def _callable_name(fn) -> str:
+def callable_name(fn) -> str:
     name = getattr(fn, "__qualname__", None) or type(fn).__name__
     return f"{getattr(fn, '__module__', '?')}.{name}"
 
@@ -78,7 +78,7 @@ def resolve(target, *, predict_fn=None, mesh=None) -> Target:
     return Target(tree=None, logdensity_of=lambda _: target,
                   predict_of=None if predict_fn is None else (lambda _: predict_fn),
                   posterior=None, mesh=mesh,
-                  description={"kind": "callable", "name": _callable_name(target)})
+                  description={"kind": "callable", "name": callable_name(target)})
 
 
 def _mean(prediction):
@@ -162,5 +162,5 @@ def resolve_minibatch(target, *, data=None, predict_fn=None, mesh=None) -> Minib
         num_data=num_data,
         predict_of=None if predict_fn is None else (lambda _: predict_fn),
         posterior=None, mesh=mesh,
-        description={"kind": "callable", "name": _callable_name(target),
+        description={"kind": "callable", "name": callable_name(target),
                      "data": fingerprint(data)})

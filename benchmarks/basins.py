@@ -1,0 +1,111 @@
+"""Do the samplers weight basins by their mass? Product targets of quartic
+factors (`ws.slt.basin_target`) at several barriers: each sampler's pooled
+share of each basin against the exact one, its Monte Carlo error, crossings,
+the basin diagnostic's verdict, and the cost in gradients.
+
+    python benchmarks/basins.py [--factors 1000] [--barriers 2,16] [--write]
+
+Samplers: HMC with its defaults (dual averaging, trajectory pi/2), and
+replica exchange with HMC moves (`--rungs` temperatures, the prior as
+reference). Chains start from the prior, so a sampler that never crosses
+keeps the shares the chains fell into.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+import weightspace as ws
+from logdensity import machine, write_results
+
+CHAINS = 4
+
+
+def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
+        samples: int, trajectory: float) -> dict:
+    target = ws.slt.basin_target("quartic", num_factors=factors, barrier=barrier)
+    init = target.init(jax.random.key(1), CHAINS)
+    start = time.perf_counter()
+    if sampler == "hmc":
+        trace = ws.samplers.hmc(target.logdensity, jax.random.key(2), init=init,
+                                num_chains=CHAINS, num_warmup=warmup, num_samples=samples,
+                                progress=False)
+        extra = {}
+    else:
+        trace = ws.samplers.replica_exchange(
+            target.logdensity, jax.random.key(2), init=init, num_chains=CHAINS,
+            num_temperatures=rungs, reference=target.logprior, num_warmup=warmup,
+            num_samples=samples, trajectory_length=trajectory, progress=False)
+        extra = {"rungs": rungs, "swap_rate_mean": float(trace.info["swap_rate"].mean()),
+                 "swap_rate_min": float(trace.info["swap_rate"].min()),
+                 "round_trips": trace.info["round_trips"].tolist(),
+                 "rungs_for_swap_rate_0.5": trace.info["rungs_for_swap_rate"].tolist()}
+    seconds = time.perf_counter() - start
+    report = ws.diagnostics.basins(trace, assign=target.assign, names=target.basins,
+                                   exact=target.shares)
+    cost = ws.diagnostics.gradient_cost(trace)
+    return {"sampler": sampler, "barrier": barrier, "factors": factors,
+            "warmup": warmup, "samples": samples, "exact_degenerate": float(target.shares[0]),
+            "share_degenerate": float(report.pooled[0]), "error": float(report.error[0]),
+            "standard_error": float(report.standard_error[0]),
+            "crossings": int(report.crossings.sum()), "flagged": report.flagged,
+            "no_crossing": report.no_crossing, "verdict": report.verdict,
+            "grad_evals": cost["total_grad_evals"], "seconds": seconds, **extra}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| sampler | barrier | exact share (degenerate) | sampled | error | MC error "
+             "| crossings | variables flagged | verdict | gradients | seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        name = r["sampler"] if r["sampler"] == "hmc" else f"replica exchange ({r['rungs']} rungs)"
+        lines.append(f"| {name} | {r['barrier']:g} | {r['exact_degenerate']:.4f} | "
+                     f"{r['share_degenerate']:.4f} | {r['error']:+.4f} | "
+                     f"{r['standard_error']:.4f} | {r['crossings']:,} | {r['flagged']:.0%} | "
+                     f"{'by start' if 'started' in r['verdict'] else 'by mass'} | "
+                     f"{r['grad_evals']:,.0f} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--factors", type=int, default=1000)
+    parser.add_argument("--barriers", default="2,16")
+    parser.add_argument("--samplers", default="hmc,replica_exchange")
+    parser.add_argument("--rungs", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=6000)
+    parser.add_argument("--trajectory", type=float, default=0.3,
+                        help="replica exchange's trajectory length at rung 0")
+    parser.add_argument("--results", help="JSON-lines file the rows are appended to")
+    parser.add_argument("--write", action="store_true",
+                        help="record the table in benchmarks/RESULTS.md")
+    args = parser.parse_args()
+    started = time.time()
+    rows = []
+    for barrier in map(float, args.barriers.split(",")):
+        for sampler in args.samplers.split(","):
+            rows.append(run(sampler, barrier, args.factors, args.rungs, args.warmup,
+                            args.samples, args.trajectory))
+            print(json.dumps(rows[-1]), flush=True)
+            if args.results:
+                with open(args.results, "a") as f:
+                    f.write(json.dumps(rows[-1]) + "\n")
+    text = (f"## Basin shares on a target with known masses (`benchmarks/basins.py`)\n\n"
+            f"Taken {time.strftime('%Y-%m-%d')} on {machine()}. A product of "
+            f"{args.factors:,} quartic factors (`ws.slt.basin_target`), {CHAINS} chains "
+            f"from the prior, {args.warmup:,} warmup transitions and {args.samples:,} "
+            f"draws per chain. This invocation: {(time.time() - started) / 60:.1f} min.\n\n"
+            + table(rows))
+    print(text)
+    if args.write:
+        write_results(text, section="basins")
+
+
+if __name__ == "__main__":
+    main()
