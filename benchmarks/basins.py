@@ -5,9 +5,9 @@ the basin diagnostic's verdict, and the cost in gradients.
 
     python benchmarks/basins.py [--factors 1000] [--barriers 2,16] [--write]
 
-Samplers: HMC with its defaults (dual averaging, trajectory pi/2), and
-replica exchange with HMC moves (`--rungs` temperatures, the prior as
-reference). Chains start from the prior, so a sampler that never crosses
+Samplers: HMC with its defaults (dual averaging, trajectory pi/2), full-batch
+SGLD (fixed step size, every SGLD_THIN-th step kept), and replica exchange
+with HMC moves (`--rungs` temperatures, the prior as reference). Chains start from the prior, so a sampler that never crosses
 keeps the shares the chains fell into.
 """
 
@@ -24,10 +24,11 @@ import weightspace as ws
 from logdensity import machine, write_results
 
 CHAINS = 4
+SGLD_STEP, SGLD_THIN = 5e-4, 10  # full-batch SGLD: stable below ~1e-2 at a barrier of 16
 
 
 def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
-        samples: int, trajectory: float) -> dict:
+        samples: int, trajectory: float, thin: int = 1) -> dict:
     target = ws.slt.basin_target("quartic", num_factors=factors, barrier=barrier)
     init = target.init(jax.random.key(1), CHAINS)
     start = time.perf_counter()
@@ -36,12 +37,20 @@ def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
                                 num_chains=CHAINS, num_warmup=warmup, num_samples=samples,
                                 progress=False)
         extra = {}
+    elif sampler == "sgld":
+        # One "row" of data and the full log density as its estimate: full-batch SGLD.
+        trace = ws.samplers.sgld(lambda q, batch: target.logdensity(q), jax.random.key(2),
+                                 data=np.zeros((1, 1), np.float32), init=init,
+                                 num_chains=CHAINS, num_warmup=warmup * SGLD_THIN,
+                                 num_samples=samples, batch_size=1, step_size=SGLD_STEP,
+                                 thin=SGLD_THIN, progress=False)
+        extra = {"step_size": SGLD_STEP, "thin": SGLD_THIN}
     else:
         trace = ws.samplers.replica_exchange(
             target.logdensity, jax.random.key(2), init=init, num_chains=CHAINS,
             num_temperatures=rungs, reference=target.logprior, num_warmup=warmup,
-            num_samples=samples, trajectory_length=trajectory, progress=False)
-        extra = {"rungs": rungs, "swap_rate_mean": float(trace.info["swap_rate"].mean()),
+            num_samples=samples, trajectory_length=trajectory, thin=thin, progress=False)
+        extra = {"rungs": rungs, "thin": thin, "swap_rate_mean": float(trace.info["swap_rate"].mean()),
                  "swap_rate_min": float(trace.info["swap_rate"].min()),
                  "round_trips": trace.info["round_trips"].tolist(),
                  "rungs_for_swap_rate_0.5": trace.info["rungs_for_swap_rate"].tolist()}
@@ -63,7 +72,8 @@ def table(rows: list[dict]) -> str:
              "| crossings | variables flagged | verdict | gradients | seconds |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        name = r["sampler"] if r["sampler"] == "hmc" else f"replica exchange ({r['rungs']} rungs)"
+        name = {"hmc": "HMC", "sgld": f"SGLD (step {SGLD_STEP:g})"}.get(
+            r["sampler"], f"replica exchange ({r.get('rungs')} rungs, thin {r.get('thin', 1)})")
         lines.append(f"| {name} | {r['barrier']:g} | {r['exact_degenerate']:.4f} | "
                      f"{r['share_degenerate']:.4f} | {r['error']:+.4f} | "
                      f"{r['standard_error']:.4f} | {r['crossings']:,} | {r['flagged']:.0%} | "
@@ -76,10 +86,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--factors", type=int, default=1000)
     parser.add_argument("--barriers", default="2,16")
-    parser.add_argument("--samplers", default="hmc,replica_exchange")
+    parser.add_argument("--samplers", default="hmc,sgld,replica_exchange")
     parser.add_argument("--rungs", type=int, default=128)
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=6000)
+    parser.add_argument("--thin", type=int, default=1,
+                        help="replica exchange's transitions per kept draw")
     parser.add_argument("--trajectory", type=float, default=0.3,
                         help="replica exchange's trajectory length at rung 0")
     parser.add_argument("--results", help="JSON-lines file the rows are appended to")
@@ -91,11 +103,18 @@ def main() -> None:
     for barrier in map(float, args.barriers.split(",")):
         for sampler in args.samplers.split(","):
             rows.append(run(sampler, barrier, args.factors, args.rungs, args.warmup,
-                            args.samples, args.trajectory))
+                            args.samples, args.trajectory, args.thin))
             print(json.dumps(rows[-1]), flush=True)
             if args.results:
                 with open(args.results, "a") as f:
                     f.write(json.dumps(rows[-1]) + "\n")
+    if args.results:  # the table holds every row of the file (the last of a case wins)
+        by_case = {}
+        for line in open(args.results).read().splitlines():
+            row = json.loads(line)
+            by_case[(row["barrier"], row["sampler"], row.get("thin", 1))] = row
+        rows = [by_case[k] for k in sorted(by_case, key=lambda k: (
+            k[0], ("hmc", "sgld", "replica_exchange").index(k[1]), k[2]))]
     text = (f"## Basin shares on a target with known masses (`benchmarks/basins.py`)\n\n"
             f"Taken {time.strftime('%Y-%m-%d')} on {machine()}. A product of "
             f"{args.factors:,} quartic factors (`ws.slt.basin_target`), {CHAINS} chains "
