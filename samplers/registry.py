@@ -18,6 +18,7 @@ from weightspace.samplers.mams import TARGET_ACCEPT, mams
 from weightspace.samplers.mclmc import DESIRED_ENERGY_VAR, PRECONDITIONINGS, mclmc
 from weightspace.samplers.mile import SAMPLERS as MILE_SAMPLERS
 from weightspace.samplers.mile import mile
+from weightspace.samplers.replica_exchange import replica_exchange
 
 KINDS = ("positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "str")
 
@@ -226,3 +227,27 @@ register(Entry(
                "the members' initial learning rate on the per-example loss", required=True),
         dataclasses.replace(BATCH_SIZE, argument=None, help="the members' minibatch rows")),
     arguments=_mile_arguments))
+
+
+register(Entry(
+    "replica_exchange", replica_exchange, "replica exchange (parallel tempering) with HMC "
+    "moves, the prior as the hottest rung (Syed et al. 2021's non-reversible swaps)",
+    checkpoint_every=10, options=(
+        SAMPLES,
+        dataclasses.replace(WARMUP, help="transitions that tune each rung's step size and "
+                                         "the ladder (at least 50, or 0 with --step-size)",
+                            default=200),
+        THIN,
+        dataclasses.replace(STEP_SIZE, help="every rung's first step size (default: "
+                                            "found in warmup; fixed with --warmup 0)",
+                            required=False),
+        Option("temperatures", "num_temperatures", "positive_int",
+               "rungs per chain (each chain runs this many replicas)", default=8),
+        Option("min_beta", "min_beta", "nonnegative_float",
+               "the hottest rung's inverse temperature (default 0: the prior)"),
+        Option("trajectory_length", "trajectory_length", "positive_float",
+               "at rung 0; default (pi/2) sqrt(temperature * prior variance)"),
+        Option("max_steps", "max_num_steps", "positive_int",
+               "cap on leapfrog steps per trajectory", default=1000),
+        Option("target_accept", "target_accept", "positive_float",
+               default=0.8))))  # Stan's

@@ -102,9 +102,12 @@ def test_sample_with_sg_mcmc_samplers(tmp_path, capsys, sampler, flags):
     # untuned: MAMS's tuning is tested in test_microcanonical.py
     ("mile", ["--warmup", "0", "--step-size", "0.5", "--L", "2", "--ensemble-epochs", "2",
               "--ensemble-learning-rate", "0.05", "--chain-sampler", "mams"], "mams"),
+    # untuned: the ladder's and step sizes' tuning is tested in test_replica_exchange.py
+    ("replica_exchange", ["--warmup", "0", "--step-size", "1e-3", "--trajectory-length",
+                          "3e-3", "--temperatures", "4"], "replica_exchange"),
 ])
-def test_sample_with_microcanonical_samplers(tmp_path, capsys, sampler, flags,
-                                             config_sampler):
+def test_sample_with_microcanonical_and_tempered_samplers(tmp_path, capsys, sampler, flags,
+                                                          config_sampler):
     out = tmp_path / sampler
     code, stdout, err = run(["sample", *TINY, "--sampler", sampler, "--chains", "2",
                              "--samples", "4", *flags, "--no-eval", "--out", out], capsys)
