@@ -37,7 +37,6 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from weightspace.leaf_names import named_leaves
 
@@ -146,6 +145,8 @@ def match_permutations(reference: dict[str, np.ndarray], draw: dict[str, np.ndar
 
     Returns {group: perm} with perm[i] the draw's unit that becomes unit i.
     """
+    from scipy.optimize import linear_sum_assignment  # slow to import; only matching needs it
+
     groups, by_leaf, sizes = spec.groups, spec.by_leaf, spec.sizes
     perms = ({g: np.arange(n) for g, n in sizes.items()} if start is None
              else dict(start))

@@ -16,17 +16,18 @@ import numbers
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-from matplotlib import colors, ticker
-from matplotlib.figure import Figure
 
 from weightspace.checks import int_at_least, positive_int
 from weightspace.diagnostics.predictive import (
     _finite, _float_array, _is_real, ece, reliability_bins)
 from weightspace.leaf_names import leaf_name
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DPI = 120
 
@@ -96,6 +97,8 @@ def _log_edges(finite: list[np.ndarray], bins: int, threshold: float) -> np.ndar
 def _log_axis(axis, lo: float, hi: float) -> None:
     """Readable ticks on a log axis: under a decade the log locator would mark
     only 1, so use evenly spaced round values there."""
+    from matplotlib import ticker  # slow to import (a third of a second); only figures need it
+
     if hi / lo < 10:
         axis.set_major_locator(ticker.MaxNLocator(nbins=6))
         axis.set_minor_locator(ticker.NullLocator())
@@ -150,6 +153,9 @@ def plot_rhat(weight_rhat: Any, function_rhat: Any, *, aligned_rhat: Any = None,
               if values is not None]
     finite = [pooled[np.isfinite(pooled)] for _, _, pooled, _ in spaces]
     edges = _log_edges(finite, bins, threshold)
+
+    from matplotlib import colors  # slow to import (a third of a second); only figures need it
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
@@ -293,6 +299,8 @@ def plot_trace(positions_or_trace: Any, *, weights=4, logdensity=None, path=None
     if logdensity is not None:
         panels.append(("log density", logdensity))
 
+    from matplotlib.figure import Figure  # slow to import (a third of a second); only figures need it
+
     fig = Figure(figsize=(8, 0.6 + 1.7 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     draw = np.arange(num_draws)
@@ -328,6 +336,9 @@ def plot_reliability(probs, labels, *, num_bins: int = 15, path=None,
     full = count > 0
     left, width = edges[:-1][full], np.diff(edges)[full]
     accuracy, confidence = stats["accuracy"][full], stats["confidence"][full]
+
+    from matplotlib import colors  # slow to import (a third of a second); only figures need it
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(5, 6.2), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})

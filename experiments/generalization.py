@@ -20,14 +20,16 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from scipy import stats
 
 from weightspace.experiments.methods import LABELS, METHODS
 from weightspace.experiments.tables import fixed_width, fmt
 from weightspace.jsonio import is_writer, jsonable, write_json
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMAT = 1
 # A correlation of fewer points is not reported (and below 3 it is +-1 or undefined).
@@ -223,6 +225,8 @@ def _correlation(x, y) -> dict:
     n = int(x.size)
     if n < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"n": n, "spearman": None, "pearson": None}
+    from scipy import stats  # slow to import; only the correlations need it
+
     return {"n": n, "spearman": float(stats.spearmanr(x, y).statistic),
             "pearson": float(stats.pearsonr(x, y).statistic)}
 
@@ -320,6 +324,8 @@ def plot_llc_vs_generalization(result: LLCGeneralization) -> Figure:
     if not isinstance(result, LLCGeneralization):
         raise TypeError(f"result must be an LLCGeneralization (of llc_vs_generalization); "
                         f"got {type(result).__name__}")
+    from matplotlib.figure import Figure  # slow to import (a third of a second); only figures need it
+
     fig = Figure(figsize=(11, 4.5), layout="constrained")
     axes = fig.subplots(1, 2, sharex=True)
     labels = {"test_nll": "test NLL", "gap": "generalization gap (test NLL - train NLL)"}

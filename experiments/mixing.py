@@ -26,18 +26,18 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import numpy as np
-from matplotlib import ticker
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from weightspace.checks import int_at_least
 from weightspace.diagnostics.align import align_permutations
 from weightspace.diagnostics.rhat import METHODS, rhat, rhat_summary
 from weightspace.experiments.tables import fixed_width
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 from weightspace.jsonio import jsonable, write_json
 
 SPACES = ("weights", "weights (aligned)", "predictions")
@@ -414,6 +414,10 @@ def plot_mixing(result: MixingResult, *, path=None) -> Figure:
     if not isinstance(result, MixingResult):
         raise TypeError(f"result must be a MixingResult (of ws.experiments.mixing); got "
                         f"{type(result).__name__}")
+    from matplotlib import ticker  # slow to import (a third of a second); only figures need it
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
     lengths = np.asarray(result.lengths)
     fig = Figure(figsize=(11, 4.3), layout="constrained")
     left, right = fig.subplots(1, 2, sharex=True)

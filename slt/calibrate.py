@@ -27,7 +27,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from matplotlib.figure import Figure
 
 from weightspace.slt.llc import llc
 
@@ -62,6 +61,8 @@ class Calibration:
 
 
 def _figure(rows):
+    from matplotlib.figure import Figure  # slow to import (a third of a second); only figures need it
+
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     settings = sorted({(r["nbeta"], r["localization"]) for r in rows})

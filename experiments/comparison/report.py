@@ -4,8 +4,6 @@ figures of the metrics stage (reliability.png, nll_vs_samples.png)."""
 
 from __future__ import annotations
 
-from matplotlib.figure import Figure
-
 from weightspace import diagnostics
 from weightspace.experiments.comparison.settings import FIGURES, METRICS
 from weightspace.experiments.comparison.settings import stages as all_stages
@@ -41,6 +39,8 @@ results.json (format 1):
 def plot_reliability(run: Run, probs_of: dict) -> None:
     """Reliability curves of every method (accuracy against mean confidence in
     the equal-width bins of `ece`) over the test examples per bin."""
+    from matplotlib.figure import Figure  # slow to import (a third of a second); only figures need it
+
     fig = Figure(figsize=(6, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     top.plot([0, 1], [0, 1], linestyle="--", color="0.4", linewidth=1,
@@ -68,6 +68,8 @@ def _models(n: int) -> str:
 
 
 def plot_nll_curves(run: Run, curves: dict) -> None:
+    from matplotlib.figure import Figure  # slow to import (a third of a second); only figures need it
+
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for i, (method, (counts, values)) in enumerate(curves.items()):
