@@ -3,7 +3,8 @@ factors (`ws.slt.basin_target`) at several barriers: each sampler's pooled
 share of each basin against the exact one, its Monte Carlo error, crossings,
 the basin diagnostic's verdict, and the cost in gradients.
 
-    python benchmarks/basins.py [--factors 1000] [--barriers 2,16] [--write]
+    python benchmarks/basins.py [--factors 1000] [--barriers 2,16] [--results rows.jsonl]
+    python benchmarks/basins.py --samplers "" --results rows.jsonl --write   # the table only
 
 Samplers: HMC with its defaults (dual averaging, trajectory pi/2), full-batch
 SGLD (fixed step size, every SGLD_THIN-th step kept), and replica exchange
@@ -24,7 +25,9 @@ import weightspace as ws
 from logdensity import machine, write_results
 
 CHAINS = 4
-SGLD_STEP, SGLD_THIN = 5e-4, 10  # full-batch SGLD: stable below ~1e-2 at a barrier of 16
+# Full-batch SGLD: stable below ~1e-2 at a barrier of 16; at a barrier of 2 its
+# basin indicator decorrelates over about 5,600 steps, hence the thinning.
+SGLD_STEP, SGLD_THIN = 5e-4, 100
 
 
 def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
@@ -41,7 +44,7 @@ def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
         # One "row" of data and the full log density as its estimate: full-batch SGLD.
         trace = ws.samplers.sgld(lambda q, batch: target.logdensity(q), jax.random.key(2),
                                  data=np.zeros((1, 1), np.float32), init=init,
-                                 num_chains=CHAINS, num_warmup=warmup * SGLD_THIN,
+                                 num_chains=CHAINS, num_warmup=warmup * 10,
                                  num_samples=samples, batch_size=1, step_size=SGLD_STEP,
                                  thin=SGLD_THIN, progress=False)
         extra = {"step_size": SGLD_STEP, "thin": SGLD_THIN}
@@ -63,21 +66,31 @@ def run(sampler: str, barrier: float, factors: int, rungs: int, warmup: int,
             "share_degenerate": float(report.pooled[0]), "error": float(report.error[0]),
             "standard_error": float(report.standard_error[0]),
             "crossings": int(report.crossings.sum()), "flagged": report.flagged,
-            "no_crossing": report.no_crossing, "verdict": report.verdict,
+            "no_crossing": report.no_crossing, "untested": report.untested,
+            "ess_per_chain": report.ess_per_chain,
+            "weighted_by_start": report.weighted_by_start, "verdict": report.verdict,
             "grad_evals": cost["total_grad_evals"], "seconds": seconds, **extra}
 
 
+VERDICTS = {True: "by start", False: "by mass", None: "too few draws to tell"}
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| sampler | barrier | exact share (degenerate) | sampled | error | MC error "
-             "| crossings | variables flagged | verdict | gradients | seconds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| sampler | barrier | warmup + draws x thin | exact share (degenerate) | sampled "
+             "| error | MC error "
+             "| crossings | effective draws per chain | variables flagged | verdict | gradients "
+             "| seconds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         name = {"hmc": "HMC", "sgld": f"SGLD (step {SGLD_STEP:g})"}.get(
             r["sampler"], f"replica exchange ({r.get('rungs')} rungs, thin {r.get('thin', 1)})")
-        lines.append(f"| {name} | {r['barrier']:g} | {r['exact_degenerate']:.4f} | "
+        warmup = r["warmup"] * (10 if r["sampler"] == "sgld" else 1)
+        lines.append(f"| {name} | {r['barrier']:g} | {warmup:,} + {r['samples']:,} x "
+                     f"{r.get('thin', 1)} | {r['exact_degenerate']:.4f} | "
                      f"{r['share_degenerate']:.4f} | {r['error']:+.4f} | "
-                     f"{r['standard_error']:.4f} | {r['crossings']:,} | {r['flagged']:.0%} | "
-                     f"{'by start' if 'started' in r['verdict'] else 'by mass'} | "
+                     f"{r['standard_error']:.4f} | {r['crossings']:,} | "
+                     f"{r['ess_per_chain']:.0f} | {r['flagged']:.0%} | "
+                     f"{VERDICTS[r['weighted_by_start']]} | "
                      f"{r['grad_evals']:,.0f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -101,7 +114,7 @@ def main() -> None:
     started = time.time()
     rows = []
     for barrier in map(float, args.barriers.split(",")):
-        for sampler in args.samplers.split(","):
+        for sampler in filter(None, args.samplers.split(",")):
             rows.append(run(sampler, barrier, args.factors, args.rungs, args.warmup,
                             args.samples, args.trajectory, args.thin))
             print(json.dumps(rows[-1]), flush=True)
@@ -118,8 +131,8 @@ def main() -> None:
     text = (f"## Basin shares on a target with known masses (`benchmarks/basins.py`)\n\n"
             f"Taken {time.strftime('%Y-%m-%d')} on {machine()}. A product of "
             f"{args.factors:,} quartic factors (`ws.slt.basin_target`), {CHAINS} chains "
-            f"from the prior, {args.warmup:,} warmup transitions and {args.samples:,} "
-            f"draws per chain. This invocation: {(time.time() - started) / 60:.1f} min.\n\n"
+            f"from the prior; warmup transitions (SGLD: steps) and kept draws per chain "
+            f"in each row. This invocation: {(time.time() - started) / 60:.1f} min.\n\n"
             + table(rows))
     print(text)
     if args.write:

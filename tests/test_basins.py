@@ -116,12 +116,24 @@ def test_chains_that_never_cross_or_disagree_are_flagged():
     same = np.zeros((4, 500, 3), np.int64)
     assert ws.diagnostics.basins(same).weighted_by_start
     # One chain of four sits in basin 1 for most of its run, crossing twice.
-    slow = _two_state_chains(rng, 4, 500, 1, stay=0.9, p_start=0.5)
-    slow[0, 50:] = 1
-    slow[0, 200] = 0
+    slow = _two_state_chains(rng, 4, 2000, 1, stay=0.9, p_start=0.5)
+    slow[0, 200:] = 1
+    slow[0, 800] = 0
     report = ws.diagnostics.basins(slow)
     assert report.weighted_by_start and report.no_crossing == 0.0
     assert "disagree" in report.verdict
+
+
+def test_too_few_effective_draws_give_no_verdict():
+    """Chains that cross, but so rarely that each holds a handful of effective
+    draws, are neither passed nor flagged: the autocorrelation time that the
+    test needs cannot be estimated from them."""
+    rng = np.random.default_rng(2)
+    labels = _two_state_chains(rng, 4, 1000, 100, stay=0.99, p_start=0.5)
+    report = ws.diagnostics.basins(labels)
+    assert report.weighted_by_start is None, report.verdict
+    assert report.ess_per_chain < 50 and report.untested > 0.5
+    assert "too few effective draws" in report.verdict
 
 
 def test_bad_basin_labels_are_named():
@@ -152,5 +164,5 @@ def test_hmc_weights_basins_by_mass_at_a_low_barrier_and_by_start_at_a_high_one(
             assert np.all(np.abs(report.error) < 4 * report.standard_error)
         else:
             assert report.no_crossing == 1.0 and np.abs(report.error).max() > 0.05
-        assert "basins (100 variable(s))" in str(s)
+        assert "basins (100 variable(s), a median of" in str(s)
         assert s.to_dict()["basins"]["weighted_by_start"] is not mixes
