@@ -300,11 +300,8 @@ def chainwise(one: Callable, mesh) -> Callable:
     *more), stats a NamedTuple or dict of scalars (or arrays); the carry stays
     sharded along the mesh's "chain" axis, which also shards the chain axis of
     every sharding constraint inside `one` (spmd_axis_name)."""
-    spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
-
     def step(tree, c, t):
-        c, stats, *more = jax.vmap(one, in_axes=(None, 0, None), spmd_axis_name=spmd)(
-            tree, c, t)
+        c, stats, *more = slot_vmap(one, mesh, in_axes=(None, 0, None))(tree, c, t)
         return c, (stats._asdict() if hasattr(stats, "_asdict") else stats, *more)
 
     # One sharding for the whole carry: a pytree prefix applies it to every leaf.
@@ -319,8 +316,8 @@ def chainwise(one: Callable, mesh) -> Callable:
 
 
 def slot_vmap(one: Callable, mesh, in_axes=0) -> Callable:
-    """vmap of `one` over the carry's slots, with the slot axis sharded along
-    the mesh's "chain" axis (as `chainwise` does for chains)."""
+    """vmap of `one` over chains (or a carry's slots), the mapped axis sharded
+    along the mesh's "chain" axis."""
     spmd = None if mesh is None or mesh.shape.get("chain", 1) == 1 else "chain"
     return jax.vmap(one, in_axes=in_axes, spmd_axis_name=spmd)
 

@@ -113,11 +113,6 @@ def refit_ladder(betas, rejection):
     return new.at[..., 0].set(1.0).at[..., -1].set(betas[..., -1])
 
 
-def communication_barrier(rejection) -> jax.Array:
-    """Lambda: the summed rejection rates over neighbouring pairs (..., K-1)."""
-    return jnp.sum(rejection, axis=-1)
-
-
 def replica_exchange(target, key, *, init=None, num_chains: int = 1,
                      num_temperatures: int = 8, num_samples: int, num_warmup: int = 0,
                      min_beta: float | None = None, reference: Callable | None = None,

@@ -16,6 +16,8 @@ from weightspace.samplers.mams import build_kernel as mams_kernel, init as mams_
 from weightspace.samplers.mclmc import build_kernel as mclmc_kernel, init as mclmc_init
 
 from conftest import one_device_mesh
+from exact_targets import (check_gaussian_moments, check_regression_moments,
+                           conjugate_regression, correlated_gaussian)
 
 
 def _logdensity(x):
@@ -48,31 +50,14 @@ def test_isokinetic_mclachlan_step_equals_blackjax(preconditioned):
     np.testing.assert_allclose(our_kinetic, their_kinetic, atol=1e-6)
 
 
-def _mcse_check(draws, truth, f, name):
-    """mean of f(draws) within 4 Monte Carlo standard errors of truth, the
-    standard error from the bulk ESS of f(draws) (chain, draw)."""
-    values = np.asarray(f(draws), np.float64)
-    ess = float(ws.diagnostics.ess(values))
-    se = values.std() / np.sqrt(ess)
-    assert abs(values.mean() - truth) < 4 * se, (name, values.mean(), truth, se, ess)
-
-
 def test_mams_samples_a_correlated_gaussian_exactly():
-    cov = np.array([[1.0, 0.95], [0.95, 1.0]]) * np.array([[1.0, 3.0], [3.0, 9.0]])
-    precision = jnp.asarray(np.linalg.inv(cov), jnp.float32)
-
-    def logdensity(q):
-        return -0.5 * q["x"] @ precision @ q["x"]
-
+    cov, logdensity = correlated_gaussian()
     trace = ws.samplers.mams(logdensity, jax.random.key(3), init={"x": jnp.zeros((4, 2))},
                              num_chains=4, num_samples=500, num_warmup=300, thin=3,
                              progress=False)
     x = np.asarray(trace.positions["x"], np.float64)
     assert np.mean(trace.stats["accept_prob"]) > 0.7
-    for i in range(2):
-        _mcse_check(x, 0.0, lambda d: d[..., i], f"mean {i}")
-        _mcse_check(x, cov[i, i], lambda d: d[..., i] ** 2, f"variance {i}")
-    _mcse_check(x, cov[0, 1], lambda d: d[..., 0] * d[..., 1], "covariance")
+    check_gaussian_moments(x, cov)
     data = trace.to_arviz()
     posterior = data["posterior"] if not hasattr(data, "posterior") else data.posterior
     assert posterior["x"].shape == (4, 500, 2)
@@ -81,24 +66,11 @@ def test_mams_samples_a_correlated_gaussian_exactly():
 
 
 def test_mams_samples_conjugate_linear_regression_exactly():
-    rng = np.random.default_rng(0)
-    n, p, noise, prior = 40, 3, 0.5, 2.0
-    X = rng.normal(size=(n, p)).astype(np.float32)
-    y = (X @ np.array([1.0, -2.0, 0.5]) + noise * rng.normal(size=n)).astype(np.float32)
-    cov = np.linalg.inv(X.T.astype(np.float64) @ X / noise**2 + np.eye(p) / prior)
-    mean = cov @ X.T.astype(np.float64) @ y / noise**2
-
-    def logdensity(q):
-        r = y - X @ q["w"]
-        return -0.5 * jnp.sum(r**2) / noise**2 - 0.5 * jnp.sum(q["w"] ** 2) / prior
-
-    trace = ws.samplers.mams(logdensity, jax.random.key(4), init={"w": jnp.zeros((4, p))},
+    mean, cov, _, logdensity = conjugate_regression()
+    trace = ws.samplers.mams(logdensity, jax.random.key(4), init={"w": jnp.zeros((4, 3))},
                              num_chains=4, num_samples=500, num_warmup=300, thin=2,
                              progress=False)
-    w = np.asarray(trace.positions["w"], np.float64)
-    for i in range(p):
-        _mcse_check(w, mean[i], lambda d: d[..., i], f"mean {i}")
-        _mcse_check(w, cov[i, i] + mean[i] ** 2, lambda d: d[..., i] ** 2, f"second {i}")
+    check_regression_moments(np.asarray(trace.positions["w"], np.float64), mean, cov)
 
 
 def test_mclmc_bias_on_a_gaussian_is_within_its_energy_error_bound():

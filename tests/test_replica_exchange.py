@@ -10,60 +10,31 @@ import weightspace as ws
 from weightspace.samplers.replica_exchange import refit_ladder
 
 from conftest import one_device_mesh
-
-
-def _mcse_check(draws, truth, f, name):
-    """mean of f(draws) within 4 Monte Carlo standard errors of truth (bulk ESS)."""
-    values = np.asarray(f(draws), np.float64)
-    ess = float(ws.diagnostics.ess(values))
-    se = values.std() / np.sqrt(ess)
-    assert abs(values.mean() - truth) < 4 * se, (name, values.mean(), truth, se, ess)
+from exact_targets import (check_gaussian_moments, check_regression_moments,
+                           conjugate_regression, correlated_gaussian)
 
 
 def test_replica_exchange_samples_a_correlated_gaussian_exactly_at_temperature_1():
-    cov = np.array([[1.0, 0.95], [0.95, 1.0]]) * np.array([[1.0, 3.0], [3.0, 9.0]])
-    precision = jnp.asarray(np.linalg.inv(cov), jnp.float32)
-
-    def logdensity(q):
-        return -0.5 * q["x"] @ precision @ q["x"]
-
+    cov, logdensity = correlated_gaussian()
     trace = ws.samplers.replica_exchange(
         logdensity, jax.random.key(3), init={"x": jnp.zeros((4, 2))}, num_chains=4,
         num_temperatures=4, min_beta=0.1, num_samples=500, num_warmup=200,
         trajectory_length=1.5, progress=False)
     x = np.asarray(trace.positions["x"], np.float64)
     assert np.mean(trace.stats["swap_rate"]) > 0.3
-    for i in range(2):
-        _mcse_check(x, 0.0, lambda d: d[..., i], f"mean {i}")
-        _mcse_check(x, cov[i, i], lambda d: d[..., i] ** 2, f"variance {i}")
-    _mcse_check(x, cov[0, 1], lambda d: d[..., 0] * d[..., 1], "covariance")
+    check_gaussian_moments(x, cov)
     assert trace.info["betas"].shape == (4, 4) and trace.info["swap_rate"].shape == (4, 3)
 
 
 def test_replica_exchange_samples_conjugate_linear_regression_exactly():
     """The prior as reference: the hottest rung (beta = 0) samples the prior."""
-    rng = np.random.default_rng(0)
-    n, p, noise, prior = 40, 3, 0.5, 2.0
-    X = rng.normal(size=(n, p)).astype(np.float32)
-    y = (X @ np.array([1.0, -2.0, 0.5]) + noise * rng.normal(size=n)).astype(np.float32)
-    cov = np.linalg.inv(X.T.astype(np.float64) @ X / noise**2 + np.eye(p) / prior)
-    mean = cov @ X.T.astype(np.float64) @ y / noise**2
-
-    def logprior(q):
-        return -0.5 * jnp.sum(q["w"] ** 2) / prior
-
-    def logdensity(q):
-        return -0.5 * jnp.sum((y - X @ q["w"]) ** 2) / noise**2 + logprior(q)
-
+    mean, cov, logprior, logdensity = conjugate_regression()
     trace = ws.samplers.replica_exchange(
-        logdensity, jax.random.key(4), init={"w": jnp.zeros((4, p))}, num_chains=4,
+        logdensity, jax.random.key(4), init={"w": jnp.zeros((4, 3))}, num_chains=4,
         num_temperatures=6, reference=logprior, num_samples=500, num_warmup=200,
         progress=False)
     assert np.all(trace.info["betas"][:, -1] == 0.0)
-    w = np.asarray(trace.positions["w"], np.float64)
-    for i in range(p):
-        _mcse_check(w, mean[i], lambda d: d[..., i], f"mean {i}")
-        _mcse_check(w, cov[i, i] + mean[i] ** 2, lambda d: d[..., i] ** 2, f"second {i}")
+    check_regression_moments(np.asarray(trace.positions["w"], np.float64), mean, cov)
 
 
 def test_replica_exchange_weights_basins_by_mass_where_hmc_weights_them_by_start():
