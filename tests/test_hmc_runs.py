@@ -4,6 +4,7 @@ loading, CLI."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +30,38 @@ def _worker(sampler, run_dir, *extra, wait=True):
     return out
 
 
-def _committed(run_dir) -> int:
+def _manifest(run_dir, key) -> int:
+    """The committed num_draws or driver step of a run directory (0 before any)."""
     try:
-        return json.loads((Path(run_dir) / "manifest.json").read_text())["num_draws"]
+        return json.loads((Path(run_dir) / "manifest.json").read_text())[key] or 0
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return 0
+
+
+def _kill_mid_run(sampler, run_dir, rng, key, last):
+    """Start the worker, wait until its manifest's `key` (num_draws or step)
+    reaches a random value in [1, last], SIGKILL it a random instant later, and
+    return the partial run's committed draws. A worker that finished before the
+    kill (the machine may run it faster than expected) is discarded and run
+    again with an earlier target, so the kill is always mid-run."""
+    for attempt in range(5):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        target = rng.randint(1, max(1, last >> attempt))
+        proc = _worker(sampler, run_dir, wait=False)
+        try:
+            deadline = time.monotonic() + 300
+            while (_manifest(run_dir, key) < target and proc.poll() is None
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.05))
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            output = proc.communicate()[0]
+        if proc.returncode == -signal.SIGKILL:
+            return _manifest(run_dir, "num_draws")
+        assert proc.returncode == 0, output.decode()
+    pytest.fail(f"the {sampler} worker finished before every one of 5 kills")
 
 
 @pytest.mark.parametrize("sampler", ["hmc", "sgld"])
@@ -41,20 +69,9 @@ def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tm
                                                                               sampler):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     _worker(sampler, reference)
-    rng = random.Random(os.getpid())
-    proc = _worker(sampler, killed, wait=False)
-    try:
-        deadline = time.monotonic() + 300
-        while _committed(killed) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
+    committed = _kill_mid_run(sampler, killed, random.Random(os.getpid()), "num_draws", 20)
     partial = ws.samplers.load(killed)  # a partial run opens, with whole draws only
-    assert 0 < partial.num_draws < 30
+    assert 0 < partial.num_draws == committed < 30
     _worker(sampler, killed)
     a, b = ws.samplers.load(reference), ws.samplers.load(killed)
     assert a.num_draws == b.num_draws == 30
@@ -85,21 +102,10 @@ def test_tuned_sampler_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_pa
     autocorrelation sums, the replicas' ladder, rungs and swap counts are in the
     checkpoint), the resumed run's draws and stats equal an uninterrupted run's."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    start = time.monotonic()
     _worker(sampler, reference)
-    duration = time.monotonic() - start
-    rng = random.Random(os.getpid())
-    proc = _worker(sampler, killed, wait=False)
-    try:
-        # The second run loads its programs from the compilation cache: kill it
-        # well before the first run's duration.
-        time.sleep(rng.uniform(0.1, 0.4) * duration)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
-    assert _committed(killed) < 30
+    # Kill at a random driver step up to 20 before the end (warmup included).
+    last = _manifest(reference, "step") - 20
+    assert _kill_mid_run(sampler, killed, random.Random(os.getpid()), "step", last) < 30
     _worker(sampler, killed)
     _assert_same_runs(ws.samplers.load(reference), ws.samplers.load(killed))
 
