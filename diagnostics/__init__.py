@@ -4,6 +4,7 @@ metrics, basin shares and crossings, summaries and figures. This subpackage neve
 weightspace.models or weightspace.samplers."""
 
 from weightspace.diagnostics.align import align_permutations
+from weightspace.diagnostics.basin_assignment import BasinAssignment, assign_basins
 from weightspace.diagnostics.basins import BasinReport, basins
 from weightspace.diagnostics.ess import ess
 from weightspace.diagnostics.plots import plot_reliability, plot_rhat, plot_trace
@@ -13,7 +14,8 @@ from weightspace.diagnostics.predictive import (
 from weightspace.diagnostics.rhat import rhat, rhat_summary
 from weightspace.diagnostics.summary import Summary, gradient_cost, summary
 
-__all__ = ["accuracy", "agreement", "align_permutations", "BasinReport", "basins", "brier",
+__all__ = ["accuracy", "agreement", "align_permutations", "assign_basins", "BasinAssignment",
+           "BasinReport", "basins", "brier",
            "classification_metrics",
            "ece", "ensemble_predictive", "ess", "gaussian_nll", "gradient_cost", "nll",
            "plot_reliability",

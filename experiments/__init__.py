@@ -9,6 +9,9 @@
   against chain length (`weightspace mixing`).
 - `llc_vs_generalization(out)`: the LLCs of a comparison against test NLL and
   the generalization gap (`weightspace llc-vs-generalization`).
+- `basins(preset, out)`: do the samplers weight basins by their mass? Every
+  sampler on targets with exactly known basin masses, from low to high
+  barriers (`weightspace basins`).
 - `methods`: the registry of the methods `compare` runs (`Method`,
   `register_method`): adding a sampler to `compare` is one entry.
 - `rebuild`: the posterior of a run directory from its command.json
@@ -19,6 +22,7 @@ name). The command line (weightspace.cli) sits on top of these studies.
 """
 
 from weightspace.experiments import methods, presets, rebuild
+from weightspace.experiments.basins import BasinStudy, basins
 from weightspace.experiments.comparison import compare
 from weightspace.experiments.generalization import LLCGeneralization, llc_vs_generalization
 from weightspace.experiments.methods import Method
@@ -26,6 +30,6 @@ from weightspace.experiments.methods import register as register_method
 from weightspace.experiments.mixing import MixingResult, mixing, plot_mixing
 from weightspace.experiments.presets import PRESETS, Preset
 
-__all__ = ["PRESETS", "LLCGeneralization", "Method", "MixingResult", "Preset", "compare",
-           "llc_vs_generalization", "methods", "mixing", "plot_mixing", "presets", "rebuild",
-           "register_method"]
+__all__ = ["PRESETS", "BasinStudy", "LLCGeneralization", "Method", "MixingResult", "Preset",
+           "basins", "compare", "llc_vs_generalization", "methods", "mixing", "plot_mixing",
+           "presets", "rebuild", "register_method"]

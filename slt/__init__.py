@@ -1,7 +1,8 @@
 """Singular learning theory: local learning coefficient estimation (`llc`),
 hyperparameter sweeps (`calibrate`), known learning coefficients (`theory`) and
-deep linear network problems that have them (`dln_problem`), and targets
-whose basin masses are known exactly (`basin_target`). The command line
+deep linear network problems that have them (`dln_problem`), targets
+whose basin masses are known exactly (`basin_target`) and a small network
+whose basin masses come from a validated reference (`network_basin_target`). The command line
 is `weightspace llc`."""
 
 from weightspace.slt import theory
@@ -9,7 +10,8 @@ from weightspace.slt.basins import BasinTarget, basin_target
 from weightspace.slt.calibrate import Calibration, calibrate
 from weightspace.slt.dln import DLNProblem, dln_problem
 from weightspace.slt.llc import LLCEstimate, llc
+from weightspace.slt.network_basins import NetworkBasinTarget, network_basin_target
 
-__all__ = ["BasinTarget", "basin_target", "Calibration", "DLNProblem", "LLCEstimate",
-           "calibrate", "dln_problem", "llc",
+__all__ = ["BasinTarget", "Calibration", "DLNProblem", "LLCEstimate", "NetworkBasinTarget",
+           "basin_target", "calibrate", "dln_problem", "llc", "network_basin_target",
            "theory"]

@@ -106,6 +106,23 @@ def test_chains_that_mix_between_basins_are_not_flagged():
     assert report.crossings.min() > 0
 
 
+def test_a_variable_whose_chains_all_stay_in_one_basin_is_no_evidence_alone():
+    """A variable no chain crossed, with every chain in the same basin (a small
+    basin not visited), is not flagged when the others mix; chains that sit in
+    different basins without crossing are."""
+    rng = np.random.default_rng(2)
+    mixing = _two_state_chains(rng, 4, 1000, 200, stay=0.95, p_start=0.5)
+    unvisited = np.concatenate([mixing, np.zeros((4, 1000, 1), np.int64)], axis=2)
+    report = ws.diagnostics.basins(unvisited)
+    assert not report.weighted_by_start, report.verdict
+    assert report.no_crossing == pytest.approx(1 / 201) and report.flagged == 0.0
+    apart = unvisited.copy()
+    apart[0, :, -1] = 1
+    report = ws.diagnostics.basins(apart)
+    assert report.weighted_by_start and report.flagged == pytest.approx(1 / 201)
+    assert "different basins in 0.5%" in report.verdict
+
+
 def test_chains_that_never_cross_or_disagree_are_flagged():
     rng = np.random.default_rng(1)
     stuck = _two_state_chains(rng, 4, 500, 50, stay=1.0, p_start=0.5)

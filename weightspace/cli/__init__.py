@@ -20,11 +20,14 @@
 - `llc-vs-generalization`: the LLCs `compare` estimated (SGD solution, ensemble
   members, HMC draws) against their test NLL and generalization gap, with a
   figure and a table (ws.experiments.llc_vs_generalization).
+- `basins`: do the samplers weight basins by their mass? Every sampler on
+  targets whose basin masses are known exactly, from low to high barriers
+  (ws.experiments.basins).
 - `datasets`: the dataset names (and one dataset's shapes).
 - `info`: library versions and the devices JAX sees.
 
 One module per command (`compare`, `sample`, `llc`, `mixing`,
-`llc_vs_generalization`, `datasets`, `info`), each with `add_parser(subparsers)`
+`llc_vs_generalization`, `basins`, `datasets`, `info`), each with `add_parser(subparsers)`
 and `run(args) -> exit status`; `arguments` holds what they share. The command
 line sits on top of the library: nothing below it imports it.
 """
@@ -36,6 +39,7 @@ import sys
 
 from weightspace import __version__
 from weightspace.cli import (
+    basins,
     compare,
     datasets,
     info,
@@ -49,7 +53,7 @@ from weightspace.cli.arguments import CommandError
 __all__ = ["CommandError", "build_parser", "main"]
 
 # In the order of `weightspace --help`.
-COMMANDS = (compare, sample, llc, mixing, llc_vs_generalization, datasets, info)
+COMMANDS = (compare, sample, llc, mixing, llc_vs_generalization, basins, datasets, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
