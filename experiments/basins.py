@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import time
 from pathlib import Path
 from typing import Callable
@@ -56,9 +57,10 @@ TOLERANCE = 0.02   # |share - exact| within which a sampler weights basins by ma
 RHAT_FLAG = 1.01   # Vehtari et al. 2021's threshold for a coordinate not mixed
 FORMAT = 1
 DPI = 120
-SAMPLERS = ("hmc", "sgld", "mams", "replica_exchange")
+SAMPLERS = ("hmc", "sgld", "mams", "replica_exchange", "replica_exchange_mams")
 FAMILIES = ("quartic", "crossing", "network")
-LABELS = {"hmc": "HMC", "sgld": "SGLD", "mams": "MAMS", "replica_exchange": "replica exchange"}
+LABELS = {"hmc": "HMC", "sgld": "SGLD", "mams": "MAMS", "replica_exchange": "replica exchange",
+          "replica_exchange_mams": "replica exchange (MAMS)"}
 # Full-batch SGLD's step in units of 1/n (n = barrier / K(saddle)): the
 # Langevin step is stable while step x curvature < 2, and the factors'
 # curvature at their minima grows as n (at most about 90 n, on the crossing's
@@ -86,7 +88,7 @@ class BasinSettings:
         only as replicas travel the ladder).
     replica_trajectory: replica exchange's trajectory length at rung 0 (the
         swaps carry the replicas between basins; short trajectories buy more
-        swaps per gradient).
+        swaps per gradient); with MAMS moves, times sqrt(d).
     """
 
     families: tuple = ("quartic", "crossing", "network")
@@ -94,7 +96,7 @@ class BasinSettings:
                                                                    "crossing": 50})
     barriers: tuple = (1.0, 4.0, 16.0)
     network_repeats: tuple = (1.0, 4.0, 8.0)
-    samplers: tuple = SAMPLERS
+    samplers: tuple = SAMPLERS[:4]
     num_chains: int = 4
     num_warmup: int = 400
     num_samples: int = 800
@@ -109,7 +111,8 @@ PRESETS = {
     # The benchmark's scale: 1,000 factors, longer chains (an hour or more here).
     "full": BasinSettings(num_factors={"quartic": 1000, "crossing": 500},
                           barriers=(1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
-                          network_repeats=(1.0, 2.0, 4.0, 8.0, 16.0), num_warmup=2000,
+                          network_repeats=(1.0, 2.0, 4.0, 8.0, 16.0), samplers=SAMPLERS,
+                          num_warmup=2000,
                           num_samples=4000, sgld_thin=100, rungs=128, replica_thin=5),
 }
 
@@ -192,12 +195,16 @@ def run_case(family: str, barrier: float, sampler: str, settings: BasinSettings,
                      num_samples=settings.num_samples, thin=settings.sgld_thin, **common)
         extra = {"step_size": step}
     else:
+        # MAMS's length is in the isokinetic velocity's units: sqrt(d) times HMC's.
+        mams_moves = sampler == "replica_exchange_mams"
+        length = settings.replica_trajectory * (
+            math.sqrt(sum(np.size(x[0]) for x in jax.tree.leaves(init))) if mams_moves else 1)
         trace = replica_exchange(target.logdensity, run_key, reference=target.logprior,
                                  num_temperatures=settings.rungs,
                                  num_warmup=settings.num_warmup,
                                  num_samples=settings.num_samples,
-                                 thin=settings.replica_thin,
-                                 trajectory_length=settings.replica_trajectory, **common)
+                                 thin=settings.replica_thin, trajectory_length=length,
+                                 moves="mams" if mams_moves else "hmc", **common)
         extra = {"swap_rate_min": float(np.min(trace.info["swap_rate"])),
                  "round_trips": int(np.sum(trace.info["round_trips"]))}
     seconds = time.perf_counter() - start

@@ -231,7 +231,7 @@ register(Entry(
 
 register(Entry(
     "replica_exchange", replica_exchange, "replica exchange (parallel tempering) with HMC "
-    "moves, the prior as the hottest rung (Syed et al. 2021's non-reversible swaps)",
+    "or MAMS moves, the prior as the hottest rung (Syed et al. 2021's non-reversible swaps)",
     checkpoint_every=10, options=(
         SAMPLES,
         dataclasses.replace(WARMUP, help="transitions that tune each rung's step size and "
@@ -245,9 +245,12 @@ register(Entry(
                "rungs per chain (each chain runs this many replicas)", default=8),
         Option("min_beta", "min_beta", "nonnegative_float",
                "the hottest rung's inverse temperature (default 0: the prior)"),
+        Option("moves", "moves", "str", "each replica's move between swaps",
+               default="hmc", choices=("hmc", "mams")),
         Option("trajectory_length", "trajectory_length", "positive_float",
-               "at rung 0; default (pi/2) sqrt(temperature * prior variance)"),
+               "at rung 0; default (pi/2) sqrt(temperature * prior variance), times "
+               "sqrt(weights) for MAMS"),
         Option("max_steps", "max_num_steps", "positive_int",
-               "cap on leapfrog steps per trajectory", default=1000),
+               "cap on integrator steps per trajectory", default=1000),
         Option("target_accept", "target_accept", "positive_float",
-               default=0.8))))  # Stan's
+               "every rung's acceptance target (default 0.8 for HMC, 0.9 for MAMS)"))))

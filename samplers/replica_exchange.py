@@ -1,4 +1,4 @@
-"""Replica exchange (parallel tempering) with HMC moves, leaf by leaf.
+"""Replica exchange (parallel tempering) with HMC or MAMS moves, leaf by leaf.
 
 Each chain runs K tempered replicas, replica at rung k sampling
 
@@ -11,10 +11,18 @@ beta = 0, the prior itself), a callable target's `reference`, or none
 draws are the chain's.
 
 A transition: one gradient of log p (and of log r) at every replica's
-position; one round of swaps between neighbouring rungs; one HMC trajectory
-per replica at its rung's temperature and step size (fixed trajectory length,
-identity mass; the same number of leapfrog steps at every rung,
-trajectory_length / rung 0's step size). Swaps follow the non-reversible scheme of Syed, Bouchard-Cote,
+position; one round of swaps between neighbouring rungs; one move per replica
+at its rung's temperature and step size (identity mass), either
+
+- "hmc": an HMC trajectory of fixed length, the same number of leapfrog
+  steps at every rung, trajectory_length / rung 0's step size; or
+- "mams": a Metropolis-adjusted microcanonical trajectory (`ws.samplers.mams`'s
+  kernel: isokinetic dynamics, McLachlan integrator, 2 gradients a step), its
+  number of steps drawn afresh per replica with mean trajectory_length /
+  rung 0's step size (Robnik et al. 2025's randomization). MAMS's step size
+  and length are in the isokinetic velocity's units (|v| = 1 over all d
+  weights), sqrt(d) times HMC's for the same motion per coordinate; the
+  defaults scale by it. Swaps follow the non-reversible scheme of Syed, Bouchard-Cote,
 Deligiannidis and Doucet 2021 ("Non-reversible parallel tempering", JRSS B
 84): even transitions propose the pairs (0,1), (2,3), ..., odd ones (1,2),
 (3,4), ...; the pair (k, k+1) swaps with probability
@@ -55,6 +63,11 @@ from weightspace.samplers.hmc import DIVERGENCE_THRESHOLD, HMCState, _find_step_
 from weightspace.samplers.hmc import build_kernel as hmc_kernel
 from weightspace.samplers.hmc import init as hmc_init
 from weightspace.samplers.hmc import num_integration_steps
+from weightspace.samplers import isokinetic
+from weightspace.samplers.mams import GRADIENTS_PER_STEP as MAMS_GRADIENTS_PER_STEP
+from weightspace.samplers.mams import TARGET_ACCEPT as MAMS_TARGET_ACCEPT
+from weightspace.samplers.mams import MAMSState, num_steps_of
+from weightspace.samplers.mams import build_kernel as mams_kernel
 from weightspace.samplers import target as target_lib
 from weightspace.samplers.algorithm import Algorithm
 
@@ -65,6 +78,8 @@ REFIT_AT = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 3 / 4)
 MIN_WARMUP = 50             # transitions the warmup schedule needs
 COLDEST_WITHOUT_ZERO = 1e-3  # hottest beta but one of the first ladder when beta_min = 0
 TARGET_SWAP_RATE = 0.5      # what info["rungs_for_swap_rate"] is computed for
+MOVES = ("hmc", "mams")
+TARGET_ACCEPT = {"hmc": 0.8, "mams": MAMS_TARGET_ACCEPT}  # Stan's; Robnik et al. 2025
 
 
 class ReplicaChains(NamedTuple):
@@ -117,8 +132,8 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
                      num_temperatures: int = 8, num_samples: int, num_warmup: int = 0,
                      min_beta: float | None = None, reference: Callable | None = None,
                      step_size: float | None = None, trajectory_length: float | None = None,
-                     max_num_steps: int = 1000, target_accept: float = 0.8,
-                     thin: int = 1, eval_x=None, predict_fn=None, mesh=None, run_dir=None,
+                     max_num_steps: int = 1000, target_accept: float | None = None,
+                     moves: str = "hmc", thin: int = 1, eval_x=None, predict_fn=None, mesh=None, run_dir=None,
                      checkpoint_every: int = 10, checkpoint_seconds: float = 300.0,
                      divergence_threshold: float = DIVERGENCE_THRESHOLD,
                      progress: bool = True):
@@ -138,9 +153,12 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
         gradient is counted as free, as a prior's is next to the likelihood's.
     step_size: the first step size of every rung (default: Hoffman and
         Gelman's heuristic at each rung); with num_warmup = 0 the fixed one.
-    trajectory_length: at rung 0, as `hmc`; every rung takes the same number
-        of leapfrog steps, so a hotter rung's trajectory is longer in
-        proportion to its step size.
+    trajectory_length: at rung 0, as `hmc` (MAMS: the mean, default hmc's
+        times sqrt(d)); every rung takes the same (mean) number of steps, so a
+        hotter rung's trajectory is longer in proportion to its step size.
+    moves: "hmc" or "mams" (module docstring).
+    target_accept: of every rung's dual averaging (default 0.8 for HMC, 0.9
+        for MAMS).
     num_warmup: transitions that adapt step sizes and the ladder, at least
         50 (or 0 with step_size given: a fixed geometric ladder).
 
@@ -157,6 +175,9 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
     k = validation.int_at_least("num_temperatures", num_temperatures, 2)
     validation.positive_int("max_num_steps", max_num_steps)
     validation.positive_float("divergence_threshold", divergence_threshold)
+    validation.choice("moves", moves, MOVES)
+    if target_accept is None:
+        target_accept = TARGET_ACCEPT[moves]
     validation.probability("target_accept", target_accept)
     validation.int_at_least("num_warmup", num_warmup, 0)
     if step_size is not None:
@@ -209,7 +230,8 @@ def replica_exchange(target, key, *, init=None, num_chains: int = 1,
                          min_beta=float(beta_min), step_size=step_size,
                          trajectory_length=length, max_num_steps=max_num_steps,
                          target_accept=target_accept, thin=thin,
-                         divergence_threshold=divergence_threshold)
+                         divergence_threshold=divergence_threshold, moves=moves,
+                         scale_length=moves == "mams" and trajectory_length is None)
 
     return driver.sample(build, target, key, init=init, num_chains=num_chains,
                          num_samples=num_samples, num_warmup=num_warmup, thin=thin,
@@ -232,9 +254,21 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
               reference_name: str | None = None,
               num_chains: int, num_temperatures: int, num_warmup: int, min_beta: float,
               step_size: float | None, trajectory_length: float, max_num_steps: int,
-              target_accept: float, thin: int, divergence_threshold: float) -> Algorithm:
-    """Replica exchange for the driver (arguments checked by `replica_exchange`)."""
+              target_accept: float, thin: int, divergence_threshold: float,
+              moves: str = "hmc", scale_length: bool = False) -> Algorithm:
+    """Replica exchange for the driver (arguments checked by `replica_exchange`).
+    scale_length: MAMS with the default length, trajectory_length is in HMC's
+    units and is multiplied by sqrt(d)."""
     k = num_temperatures
+    mams_moves = moves == "mams"
+
+    def units(position_of_one_slot) -> float:
+        """HMC's step sizes and lengths to the moves' units (static)."""
+        return math.sqrt(isokinetic.dimension(position_of_one_slot)) if mams_moves else 1.0
+
+    def length_of(position_of_one_slot) -> float:
+        return trajectory_length * (units(position_of_one_slot) if scale_length else 1.0)
+
     slots = num_chains * k
     refits = sorted({int(round(f * num_warmup)) - 1 for f in REFIT_AT}) if num_warmup else []
     zero_reference = lambda q: jnp.zeros((), jnp.float32)
@@ -259,11 +293,12 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
             def search(q, beta, key):
                 fn = tempered(tree, beta)
                 state = hmc_init(q, fn)
-                eps, tries = _find_step_size(fn, key, state, trajectory_length)
+                eps, tries = _find_step_size(fn, key, state, length_of(q) / units(q))
                 return eps, tries + 1.0
 
             eps, spent = driver.slot_vmap(search, mesh)(
                 position, ladder[rung], jax.random.split(key_step, slots))
+            eps = eps * units(jax.tree.map(lambda x: x[0], position))
             # each chain's rung j starts from its slot j's search
             log_eps = jnp.log(_by_chain(eps, num_chains))          # (C, K) by rung
             cost = _by_chain(spent, num_chains).sum(axis=1)
@@ -320,17 +355,26 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
         # lockstep), set by rung 0: hotter rungs' trajectories are longer by
         # their step size, as their distributions are wider.
         cold_eps = jnp.exp(log_eps[:, 0])
-        n = num_integration_steps(trajectory_length, cold_eps, max_num_steps)
+        length = length_of(jax.tree.map(lambda x: x[0], c.position))
+        n = num_integration_steps(length, cold_eps, max_num_steps)     # (S,)
 
         def move(key, q, lp, gp, lr, gr, b, e, n):
             fn = tempered(tree, b)
-            state = HMCState(q, b * lp + (1.0 - b) * lr,
-                             jax.tree.map(lambda x, y: b * x + (1.0 - b) * y, gp, gr))
+            value = b * lp + (1.0 - b) * lr
+            grad = jax.tree.map(lambda x, y: b * x + (1.0 - b) * y, gp, gr)
+            if mams_moves:
+                # n is the mean; each replica draws its own number of steps.
+                key_n, key = jax.random.split(key)
+                steps = num_steps_of(key_n, n.astype(jnp.float32), max_num_steps)
+                kernel = mams_kernel(fn, divergence_threshold=divergence_threshold)
+                new, info = kernel(key, MAMSState(q, value, grad), e, steps)
+                return new, info
             kernel = hmc_kernel(fn, divergence_threshold=divergence_threshold)
-            return kernel(key, state, e, n)
+            return kernel(key, HMCState(q, value, grad), e, n)
 
         new, info = driver.slot_vmap(move, mesh)(move_keys, c.position, logp, grad_p, logr,
                                                  grad_r, beta, eps, n)
+        per_step = MAMS_GRADIENTS_PER_STEP if mams_moves else 1.0
         c = c._replace(position=new.position, rung=rung, rejected=_to_slots(rejected, k),
                        proposed=_to_slots(proposed, k), round_trips=round_trips,
                        heading=heading)
@@ -338,10 +382,11 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
         stats = {"accept_prob": info.accept_prob[cold],
                  "is_accepted": info.is_accepted[cold] | swap[:, 0],
                  "is_divergent": info.is_divergent[cold], "num_steps": info.num_steps[cold],
-                 "step_size": info.step_size[cold], "logdensity": info.logdensity[cold],
+                 "step_size": eps[cold], "logdensity": info.logdensity[cold],
                  "swap_rate": jnp.sum(jnp.where(pairs, alpha, 0.0), axis=1)
                  / jnp.maximum(jnp.sum(pairs), 1)}
-        cost = _by_chain(info.num_steps.astype(jnp.float32) + 1.0, num_chains).sum(axis=1)
+        cost = _by_chain(per_step * info.num_steps.astype(jnp.float32) + 1.0,
+                         num_chains).sum(axis=1)
         accept_by_rung = jnp.take_along_axis(_by_chain(info.accept_prob, num_chains), order,
                                              axis=1)
         return c, stats, cost, accept_by_rung
@@ -401,12 +446,15 @@ def algorithm(logdensity_of: Callable, reference_of: Callable | None, *, mesh,
                 "rungs_for_swap_rate": np.ceil(1.0 + barrier / (1.0 - TARGET_SWAP_RATE)),
                 "round_trips_per_replica": host(_by_chain(c.round_trips, num_chains)),
                 "round_trips": host(_by_chain(c.round_trips, num_chains)).sum(axis=1),
-                "trajectory_length": trajectory_length}
+                "trajectory_length": length_of(jax.tree.map(lambda x: x[0], c.position)),
+                "moves": moves}
 
     settings = {"num_temperatures": k, "min_beta": min_beta, "step_size": step_size,
                 "trajectory_length": trajectory_length, "max_num_steps": max_num_steps,
                 "target_accept": target_accept, "divergence_threshold": divergence_threshold,
                 "reference": reference_name}
+    if mams_moves:  # runs with HMC moves keep the settings (and run directories) they had
+        settings["moves"] = moves
     return Algorithm(name="replica_exchange", init=init, warmup_step=warmup_step,
                      sample_step=sample_step, position=position, settings=settings,
                      info=info, num_keys=2, replicas=k)

@@ -14,25 +14,32 @@ from exact_targets import (check_gaussian_moments, check_regression_moments,
                            conjugate_regression, correlated_gaussian)
 
 
-def test_replica_exchange_samples_a_correlated_gaussian_exactly_at_temperature_1():
+@pytest.mark.parametrize("moves, length", [("hmc", 1.5), ("mams", None)])
+def test_replica_exchange_samples_a_correlated_gaussian_exactly_at_temperature_1(moves,
+                                                                                 length):
     cov, logdensity = correlated_gaussian()
     trace = ws.samplers.replica_exchange(
         logdensity, jax.random.key(3), init={"x": jnp.zeros((4, 2))}, num_chains=4,
         num_temperatures=4, min_beta=0.1, num_samples=500, num_warmup=200,
-        trajectory_length=1.5, progress=False)
+        trajectory_length=length, moves=moves, progress=False)
     x = np.asarray(trace.positions["x"], np.float64)
     assert np.mean(trace.stats["swap_rate"]) > 0.3
     check_gaussian_moments(x, cov)
     assert trace.info["betas"].shape == (4, 4) and trace.info["swap_rate"].shape == (4, 3)
 
 
-def test_replica_exchange_samples_conjugate_linear_regression_exactly():
+@pytest.mark.parametrize("moves", ["hmc", "mams"])
+def test_replica_exchange_samples_conjugate_linear_regression_exactly(moves):
     """The prior as reference: the hottest rung (beta = 0) samples the prior."""
     mean, cov, logprior, logdensity = conjugate_regression()
     trace = ws.samplers.replica_exchange(
         logdensity, jax.random.key(4), init={"w": jnp.zeros((4, 3))}, num_chains=4,
         num_temperatures=6, reference=logprior, num_samples=500, num_warmup=200,
-        progress=False)
+        moves=moves, progress=False)
+    if moves == "mams":  # 2 gradients per integrator step, 1 per transition, all rungs
+        steps = trace.stats["num_steps"]
+        assert np.all(trace.stats["grad_evals"] >= 6 * 3)
+        assert trace.info["moves"] == "mams" and len(np.unique(steps)) > 1
     assert np.all(trace.info["betas"][:, -1] == 0.0)
     check_regression_moments(np.asarray(trace.positions["w"], np.float64), mean, cov)
 
@@ -102,6 +109,7 @@ def test_sharded_replica_exchange_equals_one_device():
     ({"num_warmup": 0}, ValueError, "step_size=None"),
     ({"step_size": -1.0}, ValueError, "step_size=-1.0"),
     ({"init": {"x": jnp.zeros((3, 2))}}, ValueError, "init"),
+    ({"moves": "nuts"}, ValueError, "moves"),
 ])
 def test_bad_replica_exchange_arguments_are_named_before_tracing(kwargs, error, match):
     args = {"init": {"x": jnp.zeros((2, 2))}, "num_chains": 2, "num_samples": 2,
@@ -114,7 +122,8 @@ def test_bad_replica_exchange_arguments_are_named_before_tracing(kwargs, error, 
         ws.samplers.replica_exchange(logdensity, jax.random.key(0), progress=False, **args)
 
 
-def test_compiled_transition_exchanges_temperatures_not_weights():
+@pytest.mark.parametrize("moves", ["hmc", "mams"])
+def test_compiled_transition_exchanges_temperatures_not_weights(moves):
     """Replicas spread over 4 devices along "chain": every collective in the
     compiled transition carries a few numbers per replica (log densities,
     rungs, acceptances, keys), never a replica's 256 weights."""
@@ -128,7 +137,7 @@ def test_compiled_transition_exchanges_temperatures_not_weights():
     alg = algorithm(tgt.logdensity_of, lambda _: target.logprior, mesh=mesh, num_chains=2,
                     num_temperatures=4, num_warmup=0, min_beta=0.0, step_size=0.1,
                     trajectory_length=1.0, max_num_steps=100, target_accept=0.8, thin=1,
-                    divergence_threshold=1000.0)
+                    divergence_threshold=1000.0, moves=moves)
     carry, _ = jax.jit(alg.init)(None, target.init(jax.random.key(0), 2), jax.random.key(1),
                                  jax.random.key(2))
     carry = jax.device_put(carry, driver.chain_sharding(mesh))

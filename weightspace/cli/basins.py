@@ -1,6 +1,7 @@
 """`weightspace basins`: do the samplers weight basins by their mass? HMC,
-SGLD, MAMS and replica exchange on targets whose basin masses are known
-exactly, from low to high barriers (ws.experiments.basins)."""
+SGLD, MAMS and replica exchange (HMC or MAMS moves) on targets whose basin
+masses are known exactly and on a small network with reference masses, from
+low to high barriers (ws.experiments.basins)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ import argparse
 from pathlib import Path
 
 from weightspace.cli.arguments import CommandError, float_list, reported
-from weightspace.experiments.basins import PRESETS, SAMPLERS, basins
-from weightspace.slt.basins import FACTORS
+from weightspace.experiments.basins import FAMILIES, PRESETS, SAMPLERS, basins
 
 
 def _names(allowed):
@@ -26,11 +26,13 @@ def _names(allowed):
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "basins", help="do the samplers weight basins by their mass? HMC, SGLD, MAMS and "
-                       "replica exchange on targets with exactly known basin masses",
+                       "replica exchange on targets with known basin masses",
         description="Runs every sampler on product targets whose basin masses are known "
                     "exactly (ws.slt.basin_target: a quadratic against a quartic minimum, "
                     "and a point against a normal crossing), from low to high barriers "
                     "(the barrier is n K at the saddle, so it grows with the sample size), "
+                    "and on a one-unit tanh network whose basin masses come from "
+                    "importance sampling (ws.slt.network_basin_target), at growing n, "
                     "with chains started from the prior. Reports each sampler's share of "
                     "the degenerate basin against the exact one, its Monte Carlo error, "
                     "the crossings, the basin diagnostic's verdict, the fraction of "
@@ -42,12 +44,14 @@ def add_parser(subparsers) -> None:
                         "minutes on 2 CPU cores) or full (1,000 factors, longer chains)")
     p.add_argument("--out", required=True, help="output directory (created)")
     p.add_argument("--samplers", type=_names(SAMPLERS), default=None,
-                   help=f"comma-separated, from {', '.join(SAMPLERS)} (default all)")
-    p.add_argument("--families", type=_names(tuple(FACTORS)), default=None,
-                   help=f"comma-separated target families, from {', '.join(FACTORS)} "
+                   help=f"comma-separated, from {', '.join(SAMPLERS)} (default: the "
+                        f"preset's; quick leaves out replica_exchange_mams, the slowest)")
+    p.add_argument("--families", type=_names(FAMILIES), default=None,
+                   help=f"comma-separated target families, from {', '.join(FAMILIES)} "
                         f"(default all)")
     p.add_argument("--barriers", type=float_list, default=None,
-                   help="comma-separated barrier heights (default the preset's: 1,4,16 for quick)")
+                   help="comma-separated barrier heights of the quartic and crossing "
+                        "targets (default the preset's: 1,4,16 for quick)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
