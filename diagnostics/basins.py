@@ -14,12 +14,12 @@ autocorrelation time, both pooled over chains around each chain's own mean
 (Geyer's initial monotone sequence, Geyer 1992), so chains that disagree do
 not inflate the yardstick they are measured with. Then
 chi2 = sum_c (p_c - pbar)^2 / (W tau / N) has C - 1 degrees of freedom under
-agreement; a variable is flagged when no chain crossed and the chains sit in
+agreement; a variable is flagged when chains that never crossed sit in
 different basins, or when chi2's p-value is below `alpha` / (variables x
 basins) (Bonferroni: over the whole report, a false alarm at most `alpha` of
-the time). A variable that no chain crossed, with every chain in the same
-basin, is no evidence either way (the other basin may hold little mass), but
-a run in which no variable was crossed at all is flagged as a whole.
+the time). Chains that never crossed, all in the same basin, are no evidence
+either way (the other basin may hold little mass), but a run in which no
+variable was crossed at all is flagged as a whole.
 
 The yardstick is only as good as tau's estimate, which is biased low when a
 chain holds few effective draws of the indicator: on 1,000 quartic factors at
@@ -59,8 +59,8 @@ class BasinReport:
         of the within-chain estimate and the spread of the chains' shares).
     crossings: (chain,) label changes between consecutive draws, all variables.
     never_crossed: (chain,) fraction of variables in which that chain never crossed.
-    flagged: fraction of variables flagged (never crossed, with the chains in
-        different basins, or chains disagreeing beyond Monte Carlo error).
+    flagged: fraction of variables flagged (chains that never crossed sitting
+        in different basins, or chains disagreeing beyond Monte Carlo error).
     no_crossing: fraction of variables that no chain crossed.
     untested: fraction of variables crossed but with fewer than MIN_ESS
         effective draws per chain, so not tested for agreement.
@@ -158,12 +158,16 @@ def basins(labels_or_trace, *, assign: Callable | None = None, names=None, exact
         positions with leading (chain, draw) axes) when `assign` is given.
     assign: positions -> labels (chain, draw[, variable]), e.g.
         `ws.slt.basin_target(...).assign`.
-    names: basin names (default "0", "1", ...; a target's `basins`).
+    names: basin names (default "0", "1", ...; a target's `basins`). One name
+        says there is one basin: nothing to weigh, never flagged (unnamed
+        labels that never leave one basin are flagged: another basin may
+        exist that no chain found).
     exact: the exact share of each basin, when known (a target's `shares`).
     alpha: false-alarm rate of the whole report when chains agree.
     """
     alpha = probability("alpha", alpha)
     labels = _labels_of(labels_or_trace, assign)
+    one_basin = names is not None and len(tuple(names)) == 1
     num_chains, num_draws, num_variables = labels.shape
     k = int(labels.max()) + 1
     if names is not None:
@@ -205,12 +209,12 @@ def basins(labels_or_trace, *, assign: Callable | None = None, names=None, exact
     tested = ~no_crossing & (ess >= MIN_ESS)
     untested = ~no_crossing & ~tested
     disagree = tested & (pvalue < alpha / (num_variables * k)).any(axis=1)
-    # Never crossed, with the chains in different basins: each kept its start.
-    # Never crossed with every chain in one basin is no evidence either way (a
-    # basin of small mass may simply not have been visited), unless no
-    # variable was crossed at all (below).
-    visitors = (per_chain > 0).sum(axis=0)                       # (V, K)
-    apart = no_crossing & ((visitors > 0) & (visitors < num_chains)).any(axis=1)
+    # Chains that never crossed, sitting in different basins: each kept its
+    # start. Chains that never crossed, all in one basin, are no evidence
+    # either way (a basin of small mass may simply not have been visited),
+    # unless no variable was crossed at all (below).
+    stuck_in = ((~crossed)[..., None] & onehot[:, 0]).sum(axis=0)  # (V, K)
+    apart = (stuck_in > 0).sum(axis=1) >= 2
     flagged = no_crossing if no_crossing.all() else apart | disagree
     median_ess = float(np.nanmedian(ess)) if np.isfinite(ess).any() else 0.0
 
@@ -220,14 +224,18 @@ def basins(labels_or_trace, *, assign: Callable | None = None, names=None, exact
     between_se = per_chain.mean(axis=1).std(axis=0, ddof=1) / np.sqrt(num_chains)
     standard_error = np.maximum(within_se, between_se)
     by_start = bool(flagged.any())
-    if no_crossing.all():
+    if one_basin:  # the caller says there is one basin (e.g. assign_basins found one)
+        flagged = np.zeros_like(flagged)
+        by_start = False
+        verdict = f"a single basin ({names[0]}): every draw is in it, nothing to weigh"
+    elif no_crossing.all():
         verdict = ("basins weighted by where chains started: no chain crossed between "
                    "basins, so each share is where the chains fell during warmup")
     elif by_start:
         verdict = (f"basins weighted by where chains started: {no_crossing.mean():.1%} of "
-                   f"the variables no chain crossed, the chains sit in different basins "
-                   f"in {apart.mean():.1%} and disagree beyond Monte Carlo error in "
-                   f"{disagree.mean():.1%}")
+                   f"the variables no chain crossed, chains that never crossed sit in "
+                   f"different basins in {apart.mean():.1%} and the chains disagree "
+                   f"beyond Monte Carlo error in {disagree.mean():.1%}")
     elif untested.mean() > 0.5:
         by_start = None
         verdict = (f"too few effective draws to tell: the chains cross, but hold a median "

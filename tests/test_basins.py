@@ -123,6 +123,22 @@ def test_a_variable_whose_chains_all_stay_in_one_basin_is_no_evidence_alone():
     assert "different basins in 0.5%" in report.verdict
 
 
+def test_two_chains_stuck_in_different_basins_are_flagged_even_when_others_cross():
+    """One variable (a network): chains 1 and 2 never cross and sit in
+    different basins, chains 0 and 3 cross a few times: too few effective
+    draws to test agreement, but the stuck pair alone says "by start". One
+    named basin (assign_basins found one) has nothing to weigh."""
+    labels = np.zeros((4, 500), np.int64)
+    labels[0, 200:] = 1
+    labels[1] = 1
+    labels[3, 100:110] = 1
+    report = ws.diagnostics.basins(labels)
+    assert report.weighted_by_start and report.flagged == 1.0
+    assert "never crossed sit in different basins in 100.0%" in report.verdict
+    single = ws.diagnostics.basins(np.zeros((4, 500), np.int64), names=["basin 0"])
+    assert single.weighted_by_start is False and "single basin" in single.verdict
+
+
 def test_chains_that_never_cross_or_disagree_are_flagged():
     rng = np.random.default_rng(1)
     stuck = _two_state_chains(rng, 4, 500, 50, stay=1.0, p_start=0.5)
