@@ -58,18 +58,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from weightspace.samplers import adaptation as adaptation_lib
-from weightspace.samplers import driver, validation
+from weightspace.samplers import driver, isokinetic, validation
+from weightspace.samplers import target as target_lib
+from weightspace.samplers.algorithm import Algorithm
 from weightspace.samplers.hmc import DIVERGENCE_THRESHOLD, HMCState, _find_step_size
 from weightspace.samplers.hmc import build_kernel as hmc_kernel
 from weightspace.samplers.hmc import init as hmc_init
 from weightspace.samplers.hmc import num_integration_steps
-from weightspace.samplers import isokinetic
 from weightspace.samplers.mams import GRADIENTS_PER_STEP as MAMS_GRADIENTS_PER_STEP
 from weightspace.samplers.mams import TARGET_ACCEPT as MAMS_TARGET_ACCEPT
 from weightspace.samplers.mams import MAMSState, num_steps_of
 from weightspace.samplers.mams import build_kernel as mams_kernel
-from weightspace.samplers import target as target_lib
-from weightspace.samplers.algorithm import Algorithm
 
 # Fractions of warmup at which the ladder is refitted, from the swaps of the
 # round just ended: rounds that double (Syed et al. 2021, Sec. 5.3), and the

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import weightspace as ws
+from weightspace.cli import main
 from weightspace.experiments.basins import BasinSettings
 
 SMALL = BasinSettings(families=("quartic",), num_factors={"quartic": 20}, barriers=(1.0, 16.0),
@@ -45,12 +46,21 @@ def test_the_study_finds_hmc_weighting_by_start_at_a_high_barrier_and_writes_its
     (["--barriers", "2,-1"], "--barriers: must be comma-separated finite numbers > 0"),
     (["--families", "cubic"], "--families: must be comma-separated names from"),
 ])
-def test_bad_arguments_are_one_line_errors(tmp_path, argv, message):
-    out = subprocess.run([sys.executable, "-m", "weightspace.cli", "basins", "--out",
-                          str(tmp_path), *argv], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2
-    assert message in out.stderr and "Traceback" not in out.stderr
+def test_bad_arguments_are_one_line_errors(tmp_path, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:  # argparse's own exit, before any work
+        main(["basins", "--out", str(tmp_path), *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
     assert not (tmp_path / "basins.json").exists()
+
+
+def test_an_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["basins", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"weightspace basins: error: --out {tmp_path / 'file'} exists and is not " \
+                  f"a directory"
 
 
 def test_bad_arguments_in_python_are_named():
@@ -60,3 +70,12 @@ def test_bad_arguments_in_python_are_named():
         ws.experiments.basins("huge")
     with pytest.raises(ValueError, match="barriers"):
         ws.experiments.basins("quick", barriers=[0.0])
+
+
+def test_the_installed_command_prints_bad_input_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "weightspace.cli", "basins", "--out",
+                          str(tmp_path), "--samplers", "nuts"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]  # argparse prints the usage line first
+    assert last.startswith("weightspace basins: error: argument --samplers: must be")

@@ -25,19 +25,32 @@ def test_each_edge_is_a_basin_found_with_its_mirror_image():
                                rtol=1e-5)
 
 
+def _tempered_run(target):
+    return ws.samplers.replica_exchange(
+        target.logdensity, jax.random.key(0), init=target.init(jax.random.key(1), 4),
+        num_chains=4, reference=target.logprior, num_temperatures=16, num_warmup=300,
+        num_samples=2000, progress=False)
+
+
+@pytest.fixture(scope="module")
+def at_n64():
+    """The network at n = 64 (repeats 4) and a replica-exchange run on it."""
+    target = network_basin_target(repeats=4.0)
+    return target, _tempered_run(target)
+
+
 @pytest.mark.parametrize("repeats", [1.0, 4.0])
-def test_reference_shares_agree_across_proposals_and_with_a_long_tempered_run(repeats):
+def test_reference_shares_agree_across_proposals_and_with_a_long_tempered_run(repeats,
+                                                                              at_n64):
     """Importance sampling with two proposals, and replica exchange (a second,
     independent method), give the same shares within 4 combined standard errors."""
-    target = network_basin_target(repeats=repeats)
+    target, trace = at_n64 if repeats == 4.0 else (network_basin_target(repeats=repeats),
+                                                   None)
     shares, se = target.reference_shares(400_000)
     wide, wide_se = target.reference_shares(400_000, seed=1, inflate=6.0)
     assert abs(shares[0] - wide[0]) < 4 * np.hypot(se[0], wide_se[0])
     assert se[0] < 0.01  # half the study's tolerance on a share
-    trace = ws.samplers.replica_exchange(
-        target.logdensity, jax.random.key(0), init=target.init(jax.random.key(1), 4),
-        num_chains=4, reference=target.logprior, num_temperatures=16, num_warmup=300,
-        num_samples=2000, progress=False)
+    trace = _tempered_run(target) if trace is None else trace
     report = ws.diagnostics.basins(trace, assign=target.assign, names=target.basins,
                                    exact=shares)
     assert not report.weighted_by_start, report.verdict
@@ -53,15 +66,11 @@ def test_bad_arguments_are_named():
         network_basin_target().reference_shares(0)
 
 
-def test_basins_found_from_the_draws_lie_within_the_constructed_ones():
+def test_basins_found_from_the_draws_lie_within_the_constructed_ones(at_n64):
     """assign_basins, from draws alone (k-means, then merged along straight
     paths without a barrier), finds each fit and its mirror image as separate
-    basins, each within one constructed basin, with the constructed shares."""
-    target = network_basin_target(repeats=4.0)
-    trace = ws.samplers.replica_exchange(
-        target.logdensity, jax.random.key(0), init=target.init(jax.random.key(1), 4),
-        num_chains=4, reference=target.logprior, num_temperatures=16, num_warmup=300,
-        num_samples=2000, progress=False)
+    basins, each within one constructed basin."""
+    target, trace = at_n64
     assign = ws.diagnostics.assign_basins(trace, target.logdensity)
     found, truth = assign(trace), target.assign(trace.positions)
     assert found.shape == truth.shape == (4, 2000)
