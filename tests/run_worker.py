@@ -1,8 +1,9 @@
 """A sampling job for tests/test_hmc_runs.py: HMC, SGLD, MCLMC, MAMS or replica
-exchange on a small digits posterior into RUN_DIR (resumes when RUN_DIR holds
-the same run).
+exchange on a small digits posterior into each RUN_DIR in turn (resuming a
+RUN_DIR that holds the same run): one process can finish a killed run and then
+make the uninterrupted one, its programs already compiled.
 
-usage: python run_worker.py {hmc,sgld,mclmc,mams,replica_exchange} RUN_DIR [NUM_SAMPLES]
+usage: python run_worker.py {hmc,sgld,mclmc,mams,replica_exchange} RUN_DIR [RUN_DIR ...]
 """
 
 import sys
@@ -12,7 +13,13 @@ import jax
 import weightspace as ws
 
 
-def main(sampler: str, run_dir: str, num_samples: int) -> None:
+NUM_SAMPLES = 30
+# Driver steps of each run (warmup transitions + kept draws).
+NUM_STEPS = {"hmc": 8 + NUM_SAMPLES, "sgld": 20 + NUM_SAMPLES, "mclmc": 100 + NUM_SAMPLES,
+             "mams": 110 + NUM_SAMPLES, "replica_exchange": 50 + NUM_SAMPLES}
+
+
+def main(sampler: str, run_dir: str, num_samples: int = NUM_SAMPLES) -> None:
     data = ws.data.load("digits", n_train=300)
     post = ws.models.posterior(ws.models.MLP((8,), 10), data, prior_variance=0.2)
     common = dict(num_chains=2, num_samples=num_samples, eval_x=data.x_test[:20],
@@ -39,4 +46,5 @@ def main(sampler: str, run_dir: str, num_samples: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 30)
+    for directory in sys.argv[2:]:
+        main(sys.argv[1], directory)

@@ -18,11 +18,14 @@ import pytest
 
 import weightspace as ws
 
+from run_worker import NUM_STEPS
+
 WORKER = Path(__file__).with_name("run_worker.py")
 
 
-def _worker(sampler, run_dir, *extra, wait=True):
-    cmd = [sys.executable, str(WORKER), sampler, str(run_dir), *map(str, extra)]
+def _worker(sampler, *run_dirs, wait=True):
+    """run_worker.py into each of run_dirs in turn, in one process."""
+    cmd = [sys.executable, str(WORKER), sampler, *map(str, run_dirs)]
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -68,11 +71,10 @@ def _kill_mid_run(sampler, run_dir, rng, key, last):
 def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tmp_path,
                                                                               sampler):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _worker(sampler, reference)
     committed = _kill_mid_run(sampler, killed, random.Random(os.getpid()), "num_draws", 20)
     partial = ws.samplers.load(killed)  # a partial run opens, with whole draws only
     assert 0 < partial.num_draws == committed < 30
-    _worker(sampler, killed)
+    _worker(sampler, killed, reference)  # resume, then an uninterrupted run
     a, b = ws.samplers.load(reference), ws.samplers.load(killed)
     assert a.num_draws == b.num_draws == 30
     for x, y in zip(jax.tree.leaves(a.positions), jax.tree.leaves(b.positions)):
@@ -102,11 +104,11 @@ def test_tuned_sampler_sigkill_in_tuning_or_sampling_then_resume_is_exact(tmp_pa
     autocorrelation sums, the replicas' ladder, rungs and swap counts are in the
     checkpoint), the resumed run's draws and stats equal an uninterrupted run's."""
     reference, killed = tmp_path / "reference", tmp_path / "killed"
-    _worker(sampler, reference)
     # Kill at a random driver step up to 20 before the end (warmup included).
-    last = _manifest(reference, "step") - 20
+    last = NUM_STEPS[sampler] - 20
     assert _kill_mid_run(sampler, killed, random.Random(os.getpid()), "step", last) < 30
-    _worker(sampler, killed)
+    _worker(sampler, killed, reference)  # resume, then an uninterrupted run
+    assert _manifest(reference, "step") == NUM_STEPS[sampler]
     _assert_same_runs(ws.samplers.load(reference), ws.samplers.load(killed))
 
 
