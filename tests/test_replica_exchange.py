@@ -45,14 +45,14 @@ def test_replica_exchange_samples_conjugate_linear_regression_exactly(moves):
 
 
 def test_replica_exchange_weights_basins_by_mass_where_hmc_weights_them_by_start():
-    """A product of 50 quartic factors at a barrier of 16: HMC's chains never
+    """A product of 100 quartic factors at a barrier of 16: HMC's chains never
     cross (tests/test_basins.py); replica exchange's do, its pooled share of
     each basin is within 0.02 of exact and within 4 Monte Carlo standard
     errors, and it reports swap rates and round trips."""
-    target = ws.slt.basin_target("quartic", num_factors=50, barrier=16.0)
+    target = ws.slt.basin_target("quartic", num_factors=100, barrier=16.0)
     trace = ws.samplers.replica_exchange(
         target.logdensity, jax.random.key(2), init=target.init(jax.random.key(1), 4),
-        num_chains=4, num_temperatures=16, reference=target.logprior, num_warmup=300,
+        num_chains=4, num_temperatures=32, reference=target.logprior, num_warmup=300,
         num_samples=800, progress=False)
     report = ws.diagnostics.basins(trace, assign=target.assign, names=target.basins,
                                    exact=target.shares)
@@ -60,7 +60,7 @@ def test_replica_exchange_weights_basins_by_mass_where_hmc_weights_them_by_start
     assert np.abs(report.error).max() < 0.02, report
     assert np.all(np.abs(report.error) < 4 * report.standard_error), report
     rates = trace.info["swap_rate"]
-    assert rates.shape == (4, 15) and rates.min() > 0.2  # the refitted ladder equalizes
+    assert rates.shape == (4, 31) and rates.min() > 0.2  # the refitted ladder equalizes
     assert trace.info["round_trips"].sum() > 0
 
 
