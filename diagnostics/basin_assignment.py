@@ -111,6 +111,7 @@ def assign_basins(trace_or_positions, logdensity: Callable, *, network=None,
                                                           positions)
     x, _ = _flatten(positions, network, reference, treedef, shapes)
     fit = x[np.linspace(0, len(x) - 1, min(len(x), MAX_FIT_DRAWS)).astype(int)]
+    # No more clusters than distinct draws (rejected moves repeat a draw).
     k = min(max_clusters, len(np.unique(fit, axis=0)))
     centroids, owner = kmeans2(fit, k, minit="++", seed=seed)
     used = np.unique(owner)

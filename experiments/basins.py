@@ -244,8 +244,8 @@ def _scale(target) -> float:
 def _shares(target) -> tuple[np.ndarray, np.ndarray]:
     """The exact shares (standard error 0), or the network's reference and its
     standard error."""
-    if hasattr(target, "reference_shares"):
-        return target.reference_shares()
+    if hasattr(target, "reference"):
+        return target.reference
     return target.shares, np.zeros_like(target.shares)
 
 

@@ -100,7 +100,7 @@ class NetworkBasinTarget:
 
         rng = np.random.default_rng(0)
         neg = lambda w: -float(self.log_posterior(w))
-        grad = lambda w: -_grad(self, w)
+        grad = lambda w: -self.gradient(w)
         found = []
         for start in self.prior_scale * rng.normal(size=(NUM_STARTS, DIM)):
             r = optimize.minimize(neg, start, jac=grad, method="L-BFGS-B")
@@ -118,7 +118,7 @@ class NetworkBasinTarget:
         inflate = positive_float("inflate", inflate)
         rng = np.random.default_rng(seed)
         modes = self.modes
-        scales = [np.linalg.cholesky(inflate * np.linalg.inv(-_hessian(self, m)))
+        scales = [np.linalg.cholesky(inflate * np.linalg.inv(-self.hessian(m)))
                   for m in modes]
         weights = np.r_[np.full(len(modes), (1 - PRIOR_WEIGHT) / len(modes)), PRIOR_WEIGHT]
         counts = rng.multinomial(num_draws, weights)
@@ -138,9 +138,43 @@ class NetworkBasinTarget:
         return shares, se
 
     @functools.cached_property
+    def reference(self) -> tuple[np.ndarray, np.ndarray]:
+        """(shares, standard_error) from `reference_shares` at its defaults
+        (2 million draws), computed once."""
+        return self.reference_shares()
+
+    @property
     def shares(self) -> np.ndarray:
         """The reference shares (importance sampling, 2 million draws)."""
-        return self.reference_shares()[0]
+        return self.reference[0]
+
+    def gradient(self, w: np.ndarray) -> np.ndarray:
+        """The log posterior's gradient at w (4,), float64, in closed form."""
+        a, b, c, _ = w
+        t = np.tanh(b * self.x + c)
+        resid = self.y - (a * t + w[3])
+        jac = np.stack([t, a * (1 - t ** 2) * self.x, a * (1 - t ** 2), np.ones_like(t)])
+        return self.repeats * jac @ resid / self.noise ** 2 - w / self.prior_scale ** 2
+
+    def hessian(self, w: np.ndarray) -> np.ndarray:
+        """The log posterior's Hessian at w (4,), float64, in closed form:
+        -(repeats / noise^2) sum_i (J_i J_i^T - resid_i H_i) - I / prior_scale^2,
+        J_i and H_i the fit's first and second derivatives at row i."""
+        a, b, c, _ = w
+        x = self.x
+        t = np.tanh(b * x + c)
+        s = 1 - t ** 2                                  # tanh'
+        s2 = -2 * t * s                                 # tanh''
+        resid = self.y - (a * t + w[3])
+        jac = np.stack([t, a * s * x, a * s, np.ones_like(t)])
+        zero = np.zeros_like(t)
+        second = np.array([[zero, s * x, s, zero],
+                           [s * x, a * s2 * x ** 2, a * s2 * x, zero],
+                           [s, a * s2 * x, a * s2, zero],
+                           [zero, zero, zero, zero]])
+        curvature = jac @ jac.T - second @ resid
+        return (-self.repeats * curvature / self.noise ** 2
+                - np.eye(DIM) / self.prior_scale ** 2)
 
 
 def network_basin_target(*, num_data: int = 16, noise: float = 1.0,
@@ -164,19 +198,6 @@ def network_basin_target(*, num_data: int = 16, noise: float = 1.0,
     y = y + noise * np.random.default_rng(seed).normal(size=num_data)
     return NetworkBasinTarget(x, y, noise, positive_float("prior_scale", prior_scale),
                               positive_float("repeats", repeats))
-
-
-def _grad(target, w):
-    eps = 1e-6
-    return np.array([(target.log_posterior(w + eps * e) - target.log_posterior(w - eps * e))
-                     / (2 * eps) for e in np.eye(DIM)])
-
-
-def _hessian(target, w):
-    eps = 1e-4
-    h = np.array([(_grad(target, w + eps * e) - _grad(target, w - eps * e)) / (2 * eps)
-                  for e in np.eye(DIM)])
-    return 0.5 * (h + h.T)
 
 
 def _student_t(rng, k, dof):

@@ -25,6 +25,21 @@ def test_each_edge_is_a_basin_found_with_its_mirror_image():
                                rtol=1e-5)
 
 
+def test_closed_form_gradient_and_hessian_match_finite_differences():
+    target = network_basin_target(repeats=4.0)
+    rng = np.random.default_rng(0)
+    for w in [*target.modes[:2], *rng.normal(size=(3, 4))]:
+        eye, h = np.eye(4), 1e-5
+        fd_grad = np.array([target.log_posterior(w + h * e) - target.log_posterior(w - h * e)
+                            for e in eye]) / (2 * h)
+        fd_hess = np.stack([target.gradient(w + h * e) - target.gradient(w - h * e)
+                            for e in eye]) / (2 * h)
+        scale = 1 + np.abs(target.hessian(w)).max()
+        np.testing.assert_allclose(target.gradient(w), fd_grad, atol=1e-5 * scale)
+        np.testing.assert_allclose(target.hessian(w), fd_hess, atol=1e-5 * scale)
+    np.testing.assert_allclose(target.gradient(target.modes[0]), 0.0, atol=1e-4)
+
+
 def _tempered_run(target):
     return ws.samplers.replica_exchange(
         target.logdensity, jax.random.key(0), init=target.init(jax.random.key(1), 4),

@@ -87,6 +87,18 @@ def float_list(text: str) -> tuple[float, ...]:
     return values
 
 
+def name_list(allowed):
+    """An argparse type: comma-separated names, each one of `allowed`."""
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(t.strip() for t in text.split(",") if t.strip())
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(
+                f"must be comma-separated names from {', '.join(allowed)}, got {text!r}")
+        return names
+    return parse
+
+
 def hidden_widths(text: str) -> tuple[int, ...]:
     """An argparse type: MLP hidden widths, comma-separated; "" is no hidden layer."""
     if not text.strip():

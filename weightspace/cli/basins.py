@@ -8,19 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from weightspace.cli.arguments import CommandError, float_list, reported
+from weightspace.cli.arguments import CommandError, float_list, name_list, reported
 from weightspace.experiments.basins import FAMILIES, PRESETS, SAMPLERS, basins
-
-
-def _names(allowed):
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(t.strip() for t in text.split(",") if t.strip())
-        bad = [n for n in names if n not in allowed]
-        if not names or bad:
-            raise argparse.ArgumentTypeError(
-                f"must be comma-separated names from {', '.join(allowed)}, got {text!r}")
-        return names
-    return parse
 
 
 def add_parser(subparsers) -> None:
@@ -43,10 +32,10 @@ def add_parser(subparsers) -> None:
                    help="quick (default: 100-dimensional targets, 3 barriers, about 10 "
                         "minutes on 2 CPU cores) or full (1,000 factors, longer chains)")
     p.add_argument("--out", required=True, help="output directory (created)")
-    p.add_argument("--samplers", type=_names(SAMPLERS), default=None,
+    p.add_argument("--samplers", type=name_list(SAMPLERS), default=None,
                    help=f"comma-separated, from {', '.join(SAMPLERS)} (default: the "
                         f"preset's; quick leaves out replica_exchange_mams, the slowest)")
-    p.add_argument("--families", type=_names(FAMILIES), default=None,
+    p.add_argument("--families", type=name_list(FAMILIES), default=None,
                    help=f"comma-separated target families, from {', '.join(FAMILIES)} "
                         f"(default all)")
     p.add_argument("--barriers", type=float_list, default=None,
