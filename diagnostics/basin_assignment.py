@@ -78,6 +78,11 @@ class BasinAssignment:
         distance = ((x[:, None, :] - self.representatives[None]) ** 2).sum(-1)
         return self.cluster_basin[distance.argmin(axis=1)].reshape(lead)
 
+    def representative(self, cluster: int):
+        """The representative draw of k-means cluster `cluster` as a position
+        (aligned to the reference draw); its basin is cluster_basin[cluster]."""
+        return _unflatten(self.representatives[cluster], self.treedef, self.shapes)
+
 
 def assign_basins(trace_or_positions, logdensity: Callable, *, network=None,
                   max_clusters: int = MAX_CLUSTERS, max_barrier: float = MAX_BARRIER,
@@ -117,14 +122,7 @@ def assign_basins(trace_or_positions, logdensity: Callable, *, network=None,
     used = np.unique(owner)
     reps = np.stack([fit[owner == c][((fit[owner == c] - centroids[c]) ** 2).sum(-1).argmin()]
                      for c in used])
-    def unflatten(v):
-        parts, start = [], 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            parts.append(v[start:start + size].reshape(shape))
-            start += size
-        return jax.tree.unflatten(treedef, parts)
-
+    unflatten = lambda v: _unflatten(v, treedef, shapes)
     dtype = leaves[0].dtype if hasattr(leaves[0], "dtype") else np.float32
     batched = jax.jit(jax.vmap(lambda v: logdensity(unflatten(v))))
     log_density = np.asarray(batched(jnp.asarray(reps, dtype)), np.float64)
@@ -149,6 +147,15 @@ def assign_basins(trace_or_positions, logdensity: Callable, *, network=None,
     names = tuple(f"basin {i}" for i in range(len(order)))
     return BasinAssignment(names, reps, basin, barriers, log_density, max_barrier,
                            reference, network, treedef, shapes)
+
+
+def _unflatten(v: np.ndarray, treedef, shapes):
+    parts, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        parts.append(v[start:start + size].reshape(shape))
+        start += size
+    return jax.tree.unflatten(treedef, parts)
 
 
 def _flatten(positions, network, reference, treedef, shapes) -> tuple[np.ndarray, tuple]:

@@ -100,6 +100,11 @@ def test_basins_found_from_the_draws_lie_within_the_constructed_ones(at_n64):
     # Labels of other draws: one draw per mode lands in that mode's basin.
     labels = assign({"w": target.modes})
     assert len(set(labels.tolist())) == 4
+    # Each cluster's representative is a draw of that cluster's basin.
+    for c in range(len(assign.cluster_basin)):
+        rep = assign.representative(c)
+        assert assign({"w": rep["w"][None]})[0] == assign.cluster_basin[c]
+        np.testing.assert_allclose(target.logdensity(rep), assign.log_density[c], rtol=1e-5)
     report = ws.diagnostics.basins(trace, assign=assign, names=assign.names)
     assert report.names == assign.names and not report.weighted_by_start
     with pytest.raises(ValueError, match="structure"):
