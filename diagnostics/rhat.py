@@ -15,9 +15,9 @@ var_plus = (N - 1) / N * W + B / N (Gelman et al., BDA3, eq. 11.3-11.4):
 Variables are processed `chunk_size` at a time (one compiled program for every
 chunk, the last one padded), so working memory stays bounded for 10^7 weights;
 one worker thread per core takes the next chunk until none is left.
-Values are computed in the input's floating dtype as JAX holds it (float32
-unless x64 is enabled; integers and half precision become float32) and
-returned as float64 numpy arrays.
+Values are computed in the input's floating dtype, float64 included whether
+or not x64 is enabled globally (the worker threads enable it for themselves);
+integers and half precision become float32. Results are float64 numpy arrays.
 
 Sorting dominates rank R-hat, which ranks each variable's pooled split draws
 twice (values, then |values - median|). Those two sorts run on the host, in
@@ -325,7 +325,7 @@ def _working_dtype(arrays) -> np.dtype:
     dtype = np.result_type(*[np.asarray(a[:0, :0]).dtype for a in arrays], np.float32)
     if not np.issubdtype(dtype, np.floating) or dtype.itemsize < 4:
         dtype = np.dtype(np.float32)
-    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    return np.dtype(dtype)
 
 
 def _cores() -> int:

@@ -41,12 +41,25 @@ def mixing_cases() -> dict:
             "random_walk": walk}
 
 
-@pytest.mark.parametrize("case", list(mixing_cases()))
-def test_rank_rhat_equals_arviz_to_1e6_in_float64(case):
-    draws = mixing_cases()[case]
-    with jax.enable_x64(True):
+def float64_cases() -> dict:
+    """mixing_cases plus heavy tails, where a float32 pass was 3e-4 off arviz."""
+    rng = np.random.default_rng(20261206)
+    return {**mixing_cases(),
+            "cauchy": rng.standard_cauchy(size=(4, 200, 6)) * 1e3,
+            "student_t2": rng.standard_t(2, size=(3, 151, 5))}
+
+
+@pytest.mark.parametrize("case", list(float64_cases()))
+@pytest.mark.parametrize("x64", [False, True])
+def test_float64_rhat_and_ess_equal_arviz_to_1e12_without_global_x64(case, x64):
+    draws = float64_cases()[case]
+    with jax.enable_x64(x64):
         ours = rhat(draws, method="rank")
-    np.testing.assert_allclose(ours, arviz_diagnostic("rhat", draws, "rank"), rtol=0, atol=1e-6)
+        ours_ess = {m: ess(draws, method=m) for m in ("bulk", "tail")}
+    np.testing.assert_allclose(ours, arviz_diagnostic("rhat", draws, "rank"), rtol=0,
+                               atol=1e-12)
+    for method, value in ours_ess.items():
+        np.testing.assert_allclose(value, arviz_diagnostic("ess", draws, method), rtol=1e-12)
 
 
 @pytest.mark.parametrize("case", list(mixing_cases()))
