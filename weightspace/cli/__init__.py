@@ -29,7 +29,9 @@
 One module per command (`compare`, `sample`, `llc`, `mixing`,
 `llc_vs_generalization`, `basins`, `datasets`, `info`), each with `add_parser(subparsers)`
 and `run(args) -> exit status`; `arguments` holds what they share. The command
-line sits on top of the library: nothing below it imports it.
+line sits on top of the library: nothing below it imports it. Every command
+keeps compiled programs in JAX's persistent compilation cache
+(`compile_cache`: `--compile-cache DIR`, `--no-compile-cache`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from weightspace import __version__
 from weightspace.cli import (
     basins,
     compare,
+    compile_cache,
     datasets,
     info,
     llc,
@@ -62,10 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bayesian posteriors over neural-network weights: sampling, "
                     "weight- and function-space diagnostics, local learning coefficients.")
     parser.add_argument("--version", action="version", version=f"weightspace {__version__}")
+    _cache_options(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
+    # Also after the command's name: `weightspace sample ... --no-compile-cache`.
+    for command_parser in sub.choices.values():
+        _cache_options(command_parser, argparse.SUPPRESS)
     return parser
+
+
+def _cache_options(parser: argparse.ArgumentParser, default) -> None:
+    group = parser.add_argument_group("compilation cache")
+    group.add_argument("--compile-cache", metavar="DIR", default=default,
+                       help="keep compiled programs in DIR (a subfolder per host CPU), so "
+                            "a rerun or resume loads them instead of compiling (default: "
+                            "JAX_COMPILATION_CACHE_DIR, else WEIGHTSPACE_COMPILE_CACHE, else "
+                            "~/.cache/weightspace/jax-compilation-cache)")
+    group.add_argument("--no-compile-cache", action="store_true", default=default,
+                       help="compile every program, keep nothing (also "
+                            "WEIGHTSPACE_COMPILE_CACHE=off)")
 
 
 def main(argv=None) -> int:
@@ -74,6 +93,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    compile_cache.enable(getattr(args, "compile_cache", None),
+                         off=getattr(args, "no_compile_cache", False))
     try:
         return args.func(args)
     except CommandError as err:
