@@ -17,7 +17,8 @@ chunk, the last one padded), so working memory stays bounded for 10^7 weights;
 one worker thread per core takes the next chunk until none is left.
 Values are computed in the input's floating dtype, float64 included whether
 or not x64 is enabled globally (the worker threads enable it for themselves);
-integers and half precision become float32. Results are float64 numpy arrays.
+integers and half precision become float32. In a pytree each leaf is computed
+in its own dtype. Results are float64 numpy arrays.
 
 Sorting dominates rank R-hat, which ranks each variable's pooled split draws
 twice (values, then |values - median|). Those two sorts run on the host, in
@@ -354,7 +355,19 @@ def map_chunks(draws: Any, run_chunk: Callable, *, chunk_size: int | None,
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
-    dtype = _working_dtype(arrays)
+    dtypes = [_working_dtype([a]) for a in arrays]
+    if len(set(dtypes)) > 1:
+        # Each leaf in its own precision: a leaf's values do not depend on what
+        # else is in the pytree. One pass per working dtype.
+        leaves = [None] * len(arrays)
+        for dtype in set(dtypes):
+            picked = [i for i, d in enumerate(dtypes) if d == dtype]
+            values = map_chunks([arrays[i] for i in picked], run_chunk,
+                                chunk_size=chunk_size, min_chains=min_chains)
+            for i, value in zip(picked, values):
+                leaves[i] = value
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+    dtype = dtypes[0]
     sizes = [int(np.prod(np.shape(a)[2:], dtype=np.int64)) for a in arrays]
     bounds = np.cumsum([0] + sizes)
     total = int(bounds[-1])

@@ -106,6 +106,17 @@ def test_constant_variable_gives_nan_rhat_and_full_ess_as_arviz():
     np.testing.assert_array_equal(ess(draws), arviz_diagnostic("ess", draws, "bulk"))
 
 
+def test_each_leaf_of_a_mixed_precision_pytree_is_computed_in_its_own_dtype():
+    cases = float64_cases()
+    tree = {"f64": cases["student_t2"], "f32": cases["random"].astype(np.float32),
+            "more_f64": cases["cauchy"][:3]}
+    together = rhat({k: v[:3, :100] for k, v in tree.items()})
+    for name, leaf in tree.items():
+        np.testing.assert_array_equal(together[name], rhat(leaf[:3, :100]))
+    together_ess = ess({k: v[:3, :100] for k, v in tree.items()}, method="tail")
+    np.testing.assert_array_equal(together_ess["f32"], ess(tree["f32"][:3, :100], method="tail"))
+
+
 def test_pytree_in_pytree_out():
     rng = np.random.default_rng(1)
     tree = {"w": rng.normal(size=(3, 40, 2, 5)).astype(np.float32),
