@@ -29,9 +29,12 @@ print(json.dumps({"code": code, "dir": jax.config.jax_compilation_cache_dir,
 
 
 def _sample(out, env):
-    argv = ["sample", "--dataset", "digits", "--n-train", "100", "--model", "mlp", "--hidden",
-            "4", "--chains", "2", "--samples", "4", "--warmup", "4", "--no-eval",
-            "--no-progress", "--out", str(out)]
+    # The command of tests/test_hmc_runs.py::test_cli_sample_runs_and_prints_a_summary,
+    # whose programs are usually in the suite's cache already: then the first run
+    # loads them too.
+    argv = ["sample", "--dataset", "digits", "--n-train", "200", "--model", "mlp",
+            "--hidden", "8", "--chains", "2", "--samples", "4", "--warmup", "2",
+            "--max-steps", "20", "--no-progress", "--out", str(out)]
     done = subprocess.run([sys.executable, "-c", COUNTING, *argv], env=env, timeout=600,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
