@@ -86,8 +86,8 @@ def _test_metrics(trace, labels):
             "test_accuracy": ws.diagnostics.accuracy(mean, labels)}
 
 
-def _sampler_row(name, trace, assign, aligned, labels):
-    report = ws.diagnostics.basins(trace, assign=assign, names=assign.names)
+def _sampler_row(name, trace, basin_labels, names, aligned, labels):
+    report = ws.diagnostics.basins(basin_labels, names=names)
     function_rhat = ws.diagnostics.rhat_summary(ws.diagnostics.rhat(trace.predictions))
     weight_rhat = ws.diagnostics.rhat_summary(ws.diagnostics.rhat(aligned))
     grads = float(np.sum(trace.stats["grad_evals"]) + np.sum(trace.info["warmup_grad_evals"]))
@@ -144,8 +144,9 @@ def _quench(post, traces, members, per_chain, key):
         out[name] = labels[start:start + c * per_chain].reshape(c, per_chain)
         start += c * per_chain
     out["deep_ensemble"] = labels[start:][:, None]
-    loss = np.asarray(jax.vmap(post.logdensity)(jax.tree.map(lambda a: a[0], everything)))
-    return out, assign, loss
+    log_density = np.asarray(jax.vmap(post.logdensity)(jax.tree.map(lambda a: a[0],
+                                                                    everything)))
+    return out, assign, log_density
 
 
 def _basin_rows(post, ds, assign, sources, members, member_labels, key):
@@ -153,8 +154,7 @@ def _basin_rows(post, ds, assign, sources, members, member_labels, key):
     its polished representative)."""
     rows = []
     for b, name in enumerate(assign.names):
-        in_basin = [p[np.asarray(lab) == b] for p, lab in sources]
-        probs = np.concatenate(in_basin) if in_basin else np.zeros((0,))
+        probs = np.concatenate([p[np.asarray(lab) == b] for p, lab in sources])
         row = {"basin": name, "sampler_draws": int(len(probs))}
         if len(probs):
             mean = probs.mean(axis=0)
@@ -215,7 +215,8 @@ def main():
     labels = {name: assign(t.positions) for name, t in
               (("hmc", hmc), ("replica_exchange", re), ("deep_ensemble", ens))}
     align = lambda t: ws.diagnostics.align_permutations(t.positions, post.network)
-    rows = [clock(f"report {name}", _sampler_row, name, t, assign, align(t), ds.y_test)
+    rows = [clock(f"report {name}", _sampler_row, name, t, labels[name], assign.names,
+                  align(t), ds.y_test)
             for name, t in (("hmc", hmc), ("replica_exchange", re))]
     member_labels = labels["deep_ensemble"][:, 0]
     rows.append({"source": "deep_ensemble", "pooled": _shares(member_labels, k).tolist(),

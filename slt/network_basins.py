@@ -148,25 +148,28 @@ class NetworkBasinTarget:
         """The reference shares (importance sampling, 2 million draws)."""
         return self.reference[0]
 
+    def _fit(self, w: np.ndarray):
+        """tanh(b x + c), its derivative, the residuals and the fit's Jacobian
+        (4, n) at w = (a, b, c, d)."""
+        a, b, c, d = w
+        t = np.tanh(b * self.x + c)
+        s = 1 - t ** 2                                  # tanh'
+        resid = self.y - (a * t + d)
+        jac = np.stack([t, a * s * self.x, a * s, np.ones_like(t)])
+        return t, s, resid, jac
+
     def gradient(self, w: np.ndarray) -> np.ndarray:
         """The log posterior's gradient at w (4,), float64, in closed form."""
-        a, b, c, _ = w
-        t = np.tanh(b * self.x + c)
-        resid = self.y - (a * t + w[3])
-        jac = np.stack([t, a * (1 - t ** 2) * self.x, a * (1 - t ** 2), np.ones_like(t)])
+        _, _, resid, jac = self._fit(w)
         return self.repeats * jac @ resid / self.noise ** 2 - w / self.prior_scale ** 2
 
     def hessian(self, w: np.ndarray) -> np.ndarray:
         """The log posterior's Hessian at w (4,), float64, in closed form:
         -(repeats / noise^2) sum_i (J_i J_i^T - resid_i H_i) - I / prior_scale^2,
         J_i and H_i the fit's first and second derivatives at row i."""
-        a, b, c, _ = w
-        x = self.x
-        t = np.tanh(b * x + c)
-        s = 1 - t ** 2                                  # tanh'
+        a, x = w[0], self.x
+        t, s, resid, jac = self._fit(w)
         s2 = -2 * t * s                                 # tanh''
-        resid = self.y - (a * t + w[3])
-        jac = np.stack([t, a * s * x, a * s, np.ones_like(t)])
         zero = np.zeros_like(t)
         second = np.array([[zero, s * x, s, zero],
                            [s * x, a * s2 * x ** 2, a * s2 * x, zero],
