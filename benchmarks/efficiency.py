@@ -38,7 +38,8 @@ LABELS = {"hmc": "weightspace HMC, quick settings", "hmc_from_ensemble":
           "mile_mclmc": "weightspace MILE (MCLMC from ensemble members)",
           "mile_mams": "weightspace MILE (MAMS from ensemble members)",
           "blackjax_mclmc": "blackjax MCLMC, defaults", "blackjax_mams":
-          "blackjax MAMS, defaults", "blackjax_nuts": "blackjax NUTS, defaults"}
+          "blackjax MAMS, defaults (tuner's num_steps fitted to the budget)",
+          "blackjax_nuts": "blackjax NUTS, window adaptation stopped at half the budget"}
 CHAINS = 3
 DRAWS = 100          # kept per chain by the microcanonical samplers
 MAMS_ADJUSTED = 20   # MAMS's dual-averaging transitions

@@ -9,7 +9,8 @@ their tuners and every tuning knob left at its default value:
     blackjax_mclmc  unadjusted MCLMC, tuned by mclmc_find_L_and_step_size
     blackjax_mams   Metropolis-adjusted MCLMC with random trajectory lengths,
                     tuned by adjusted_mclmc_find_L_and_step_size (target 0.9)
-    blackjax_nuts   NUTS after blackjax.window_adaptation (target 0.8)
+    blackjax_nuts   NUTS after blackjax's window adaptation (target 0.8), its
+                    warm-up stopped at half the budget if it gets there
 
 All three share one signature,
 
@@ -33,7 +34,6 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.mcmc import adjusted_mclmc_dynamic as _amd
 from blackjax.mcmc import integrators as _integrators
 from blackjax.mcmc import mclmc as _mclmc
@@ -308,18 +308,27 @@ def _mams_tuning_transitions(num_steps: int) -> int:
     return n1 + n2 + (n1 if n2 != 0 else 0)
 
 
+# Gradients per transition of the tuner's first pass on the digits MLP(256,
+# 256): it holds L at 2 x the initial step size 0.2 sqrt(d) while dual
+# averaging shrinks the step, so a trajectory of L / eps steps grows to 200 to
+# 500 steps (traced 2026-12-06: 12 transitions spent 4,920 gradients, 2 x 150
+# to 600 steps from the fourth on).
+PASS1_GRADS_PER_TRANSITION = 800
+
+
 def _mams_num_steps(budget: int) -> int:
-    """num_steps for adjusted_mclmc_find_L_and_step_size: with its defaults it
-    runs int(f1 N) + int(f2 N) transitions, then int(f1 N) more, at
-    target_num_integration_steps (2) steps each on average; N is picked so
-    that these plus N sampling transitions at that length fill the budget.
-    (The first pass keeps L fixed while the step size shrinks, so its
-    trajectories are often longer than 2 steps and the tuner overshoots.)
+    """num_steps for adjusted_mclmc_find_L_and_step_size, chosen so that its
+    expected cost is half the budget: with its defaults it runs int(f1 N) +
+    int(f2 N) first-pass transitions at about PASS1_GRADS_PER_TRANSITION
+    gradients each (L fixed, trajectories of L / eps steps), then int(f1 N)
+    second-pass transitions at target_num_integration_steps (2) steps each.
+    The rest of the budget is sampled at that length.
     """
     d = _defaults(blackjax.adjusted_mclmc_find_L_and_step_size)
-    tune_frac = 2 * d["frac_tune1"] + d["frac_tune2"]
-    per_transition = GRADS_PER_MCLACHLAN_STEP * d["target_num_integration_steps"]
-    return max(int((budget - INIT_GRADS) / (per_transition * (1 + tune_frac))), 1)
+    pass2 = GRADS_PER_MCLACHLAN_STEP * d["target_num_integration_steps"]
+    per_num_step = (d["frac_tune1"] + d["frac_tune2"]) * PASS1_GRADS_PER_TRANSITION \
+        + d["frac_tune1"] * pass2
+    return max(int((budget / 2 - INIT_GRADS) / per_num_step), 1)
 
 
 def blackjax_mams(post, key, *, num_chains: int, budget: int, eval_x, thin_to: int,
@@ -329,8 +338,8 @@ def blackjax_mams(post, key, *, num_chains: int, budget: int, eval_x, thin_to: i
     by blackjax.adjusted_mclmc_find_L_and_step_size with target=0.9 and every
     other argument at its default.
 
-    Budget: the tuner's num_steps is chosen so that its expected cost plus as
-    many sampling transitions fill the budget (`_mams_num_steps`); its actual
+    Budget: the tuner's num_steps is chosen so that its expected cost is half
+    the budget (`_mams_num_steps`); its actual
     cost is the number of integrator steps it reports, times 2, plus 1 for the
     initial gradient (warmup_grad_evals). Sampling then runs transitions while
     the next one, whose length is known before it runs, still fits in the
@@ -419,45 +428,84 @@ def _nuts_num_warmup(budget: int) -> int:
     warm-up transition on a neural-network posterior costs ~100 gradients
     (110-140 on the tiny test network), and warm-up should take at most about
     half the budget. Below 20 transitions blackjax skips the mass-matrix
-    adaptation altogether, hence the floor (the warm-up may then overshoot a
-    small budget, which settings["note"] reports)."""
+    adaptation altogether, hence the floor."""
     return int(min(100, max(20, budget // 200)))
 
 
 def blackjax_nuts(post, key, *, num_chains: int, budget: int, eval_x, thin_to: int,
-                  num_warmup: int | None = None) -> dict:
-    """NUTS (velocity Verlet, at most 10 doublings) after
-    blackjax.window_adaptation(blackjax.nuts, post.logdensity) with its
-    defaults (diagonal mass matrix, target acceptance 0.8), run for
-    num_warmup transitions (default `_nuts_num_warmup(budget)`: 100 for
-    budgets of 20,000 gradients or more, fewer below, never under 20).
+                  num_warmup: int | None = None, warmup_share: float = 0.5) -> dict:
+    """NUTS (velocity Verlet, at most 10 doublings) after blackjax's window
+    adaptation with its defaults (Stan's schedule over num_warmup
+    transitions, diagonal mass matrix, target acceptance 0.8, initial step
+    size 1), num_warmup by default `_nuts_num_warmup(budget)`.
+
+    The adaptation is blackjax's own (`blackjax.adaptation.window_adaptation.base`
+    and `staged_adaptation.build_schedule`, the pieces `window_adaptation`
+    is made of), driven one transition at a time as its docstring invites,
+    so that it can stop at a budget: a NUTS transition on this network may
+    cost up to 1,023 gradients while the dual averaging shrinks the step
+    size, and `window_adaptation(...).run` with 50 transitions did not
+    finish within 15 minutes at a budget of 10,000 gradients per chain. A
+    chain's warm-up ends after num_warmup transitions or once it has spent
+    warmup_share of the budget, whichever comes first; it then uses the
+    adaptation's values at that point (`final`: the averaged step size and
+    the last mass matrix computed). settings["warmup_transitions"] says how
+    far each chain got.
 
     Budget: warmup_grad_evals = 1 (initial gradient) + the sum of the
     warm-up transitions' num_integration_steps (1 gradient each). Sampling
     runs transitions while spent + (mean cost of this chain's transitions so
-    far; at first, of the last tenth of its warm-up) <= the rest of the
+    far; at first, of its last warm-up transitions) <= the rest of the
     budget, so a chain may end slightly under or over it; sampling_grad_evals
     is the exact sum of num_integration_steps. If the warm-up alone spends the
     budget, the single draw is its final state and settings["note"] says so.
-    Only the per-transition step counts, acceptance rates and divergence flags
-    of the warm-up are kept (adaptation_info_fn), which changes nothing in the
-    algorithm. `seconds` covers warm-up and sampling, compilation included.
+    `seconds` covers warm-up and sampling, compilation included.
     """
+    from blackjax.adaptation.staged_adaptation import build_schedule
+    from blackjax.adaptation.window_adaptation import base as window_base
+
     num_warmup = _nuts_num_warmup(budget) if num_warmup is None else int(num_warmup)
-    keep_info = get_filter_adapt_info_fn(
-        info_keys={"num_integration_steps", "acceptance_rate", "is_divergent"})
-    tail = max(1, num_warmup // 10)
+    schedule = jnp.asarray(build_schedule(num_warmup), jnp.int32)
+    warmup_budget = int(warmup_share * budget)
+    defaults = _defaults(blackjax.window_adaptation)
+    adapt_init, adapt_update, adapt_final = window_base(
+        is_mass_matrix_diagonal=defaults["is_mass_matrix_diagonal"],
+        target_acceptance_rate=defaults["target_acceptance_rate"])
     max_doublings = _defaults(_nuts.as_top_level_api)["max_num_doublings"]
+    kernel = _nuts.build_kernel()
+    tail = max(1, num_warmup // 10)
 
     def tune(post, key):
         k_init, k_warmup, k_sample = jax.random.split(key, 3)
-        warmup = blackjax.window_adaptation(blackjax.nuts, post.logdensity,
-                                            adaptation_info_fn=keep_info)
-        (state, parameters), info = warmup.run(k_warmup, post.init(k_init),
-                                               num_steps=num_warmup)
-        steps = info.info.num_integration_steps.astype(jnp.int32)
-        return (state, parameters, steps.sum(), steps[-tail:].astype(jnp.float32).mean(),
-                info.info.is_divergent.sum(), k_sample)
+        position = post.init(k_init)
+        state = _nuts.init(position, post.logdensity)
+        adaptation = adapt_init(position, defaults["initial_step_size"])
+        recent = jnp.zeros(tail, jnp.float32)  # costs of the last `tail` transitions
+
+        def cond(c):
+            _, _, _, i, spent, _, _ = c
+            return (i < num_warmup) & (spent < warmup_budget)
+
+        def body(c):
+            state, adaptation, key, i, spent, divergent, recent = c
+            key, subkey = jax.random.split(key)
+            state, info = kernel(subkey, state, post.logdensity, adaptation.step_size,
+                                 adaptation.inverse_mass_matrix,
+                                 max_num_doublings=max_doublings)
+            adaptation = adapt_update(adaptation, (schedule[i, 0], schedule[i, 1]),
+                                      state.position, info.acceptance_rate)
+            steps = info.num_integration_steps.astype(jnp.int32)
+            recent = jnp.roll(recent, -1).at[-1].set(steps.astype(jnp.float32))
+            return (state, adaptation, key, i + 1, spent + steps,
+                    divergent + info.is_divergent.astype(jnp.int32), recent)
+
+        state, adaptation, _, done, spent, divergent, recent = jax.lax.while_loop(
+            cond, body, (state, adaptation, k_warmup, jnp.int32(0), jnp.int32(0),
+                         jnp.int32(0), recent))
+        step_size, inverse_mass_matrix = adapt_final(adaptation)
+        parameters = {"step_size": step_size, "inverse_mass_matrix": inverse_mass_matrix}
+        guess = recent.sum() / jnp.maximum(jnp.minimum(done, tail), 1)
+        return state, parameters, spent, guess, divergent, done, k_sample
 
     def sample(post, state, parameters, key, sampling_budget, first_guess):
         algorithm = blackjax.nuts(post.logdensity, **parameters)
@@ -472,8 +520,9 @@ def blackjax_nuts(post, key, *, num_chains: int, budget: int, eval_x, thin_to: i
                                   "max_doublings": info.num_trajectory_expansions >= max_doublings})
 
     start = time.perf_counter()
-    state, parameters, warmup_steps, guess, warmup_div, sample_keys = jax.block_until_ready(
-        jax.jit(jax.vmap(tune, in_axes=(None, 0)))(post, _chain_keys(key, num_chains)))
+    state, parameters, warmup_steps, guess, warmup_div, done, sample_keys = \
+        jax.block_until_ready(jax.jit(jax.vmap(tune, in_axes=(None, 0)))(
+            post, _chain_keys(key, num_chains)))
     tuned = time.perf_counter()
     warmup = INIT_GRADS + GRADS_PER_VERLET_STEP * np.asarray(warmup_steps, dtype=np.int64)
     sampling_budget = np.maximum(budget - warmup, 0).astype(np.int32)
@@ -485,8 +534,11 @@ def blackjax_nuts(post, key, *, num_chains: int, budget: int, eval_x, thin_to: i
 
     transitions = np.maximum(run["num_transitions"], 1)
     settings = {
-        "sampler": "blackjax.nuts after blackjax.window_adaptation defaults (target 0.8)",
+        "sampler": ("blackjax.nuts after blackjax's window adaptation (defaults: target 0.8, "
+                    "diagonal mass matrix, initial step size 1), stopped at "
+                    f"{warmup_share:.0%} of the budget"),
         "num_warmup": num_warmup,
+        "warmup_transitions": np.asarray(done).tolist(),
         "warmup_integration_steps": np.asarray(warmup_steps).tolist(),
         "warmup_divergent_transitions": np.asarray(warmup_div).astype(int).tolist(),
         "step_size": _floats(parameters["step_size"]),

@@ -24,6 +24,7 @@ import numpy as np
 from weightspace.checks import int_at_least, positive_int
 from weightspace.diagnostics.predictive import (
     _finite, _float_array, _is_real, ece, reliability_bins)
+from weightspace.jsonio import is_writer
 from weightspace.leaf_names import leaf_name
 
 if TYPE_CHECKING:
@@ -55,7 +56,8 @@ def _title(value) -> str | None:
 
 
 def _save(fig: Figure, path: Path | None) -> Figure:
-    if path is not None:
+    """Write fig to path, from process 0 of a multi-process job only."""
+    if path is not None and is_writer():
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", dpi=DPI)
     return fig

@@ -45,7 +45,7 @@ from weightspace.diagnostics.basins import basins as basin_report
 from weightspace.diagnostics.summary import gradient_cost
 from weightspace.diagnostics.rhat import rhat
 from weightspace.experiments.tables import fixed_width
-from weightspace.jsonio import write_json
+from weightspace.jsonio import is_writer, write_json
 from weightspace.slt.basins import FACTORS, basin_target
 from weightspace.slt.network_basins import network_basin_target
 from weightspace.samplers.hmc import hmc
@@ -378,9 +378,10 @@ def basins(preset: str | BasinSettings = "quick", out=None, *, samplers=None,
     study = BasinStudy(settings, rows, curves, verdict(rows), {})
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         study.paths = {"json": out / "basins.json", "table": out / "basins.md",
                        "figure": out / "basins.png"}
+    if out is not None and is_writer():  # process 0 of a multi-process job
+        out.mkdir(parents=True, exist_ok=True)
         write_json(study.paths["json"], {
             "format": FORMAT, "settings": dataclasses.asdict(settings), "rows": rows,
             "exact_curves": {f: {"barrier": c[0].tolist(), "degenerate_share": c[1].tolist()}

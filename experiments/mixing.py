@@ -38,7 +38,7 @@ from weightspace.experiments.tables import fixed_width
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-from weightspace.jsonio import jsonable, write_json
+from weightspace.jsonio import is_writer, jsonable, write_json
 
 SPACES = ("weights", "weights (aligned)", "predictions")
 # Split R-hat halves every chain; rank R-hat needs at least 2 draws per half.
@@ -327,10 +327,11 @@ def mixing(trace: Any, network: Any = None, *, lengths=None, out=None,
                           {space: values[space] for space in spaces})
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         paths = {"figure": str(out / "mixing.png"), "json": str(out / "mixing.json")}
-        plot_mixing(result, path=paths["figure"])
-        write_json(paths["json"], result.to_dict())
+        if is_writer():  # process 0 of a multi-process job; the others compute alike
+            out.mkdir(parents=True, exist_ok=True)
+            plot_mixing(result, path=paths["figure"])
+            write_json(paths["json"], result.to_dict())
         result.paths.update(paths)
     return result
 
@@ -463,7 +464,7 @@ def plot_mixing(result: MixingResult, *, path=None) -> Figure:
         ax.grid(True, alpha=0.3)
     fig.suptitle(f"R-hat in weight and function space against chain length "
                  f"({result.num_chains} chains)")
-    if path is not None:
+    if path is not None and is_writer():
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png", dpi=DPI)

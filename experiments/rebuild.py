@@ -70,13 +70,15 @@ def network(model: str, hidden, data):
     return NETWORKS[model](tuple(hidden or ()), data, outputs)
 
 
-def from_command(command: dict):
-    """(data, network, posterior) of a command.json."""
+def from_command(command: dict, mesh=None):
+    """(data, network, posterior) of a command.json; with a mesh, the training
+    rows are sharded over it (in a multi-process job each process loads only
+    its own)."""
     data = data_lib.load(command["dataset"], seed=command["seed"],
-                         data_dir=command["data_dir"], n_train=command["n_train"])
+                         data_dir=command["data_dir"], n_train=command["n_train"], mesh=mesh)
     net = network(command["model"], command["hidden"] or (), data)
     post = models.posterior(net, data, prior_variance=command["prior_variance"],
-                            temperature=command["temperature"])
+                            temperature=command["temperature"], mesh=mesh)
     return data, net, post
 
 

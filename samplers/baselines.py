@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from weightspace import sharding
 from weightspace.leaf_names import named_leaves
 from weightspace.samplers import driver, minibatch, validation
 from weightspace.samplers import target as target_lib
@@ -379,12 +379,13 @@ def mfvi(target, key, *, init, num_epochs: int, batch_size: int,
 
     # numpyro sets the guide up eagerly, op by op: on one device with host
     # inputs, each op compiles for one device rather than for the whole mesh.
-    first = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), batch_of(tgt.tree, 0))
+    # (to_host: in a multi-process job the batch spans other processes' devices.)
+    first = jax.tree.map(lambda a: jnp.asarray(driver.to_host(a)), batch_of(tgt.tree, 0))
     state = svi.init(key_svi, tgt.tree, first)
     if mesh is not None:
         # Replicated from the start, so the epoch compiles once (not again when
         # the state comes back from the first epoch placed on the mesh).
-        state = jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+        state = sharding.replicate(state, mesh)
     history = []
     with tqdm(total=num_epochs, desc="mfvi", file=sys.stderr, disable=not progress,
               unit="epoch", dynamic_ncols=True) as bar:

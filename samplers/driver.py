@@ -40,7 +40,7 @@ from weightspace.jsonio import is_writer, read_json, write_json
 from weightspace.samplers import target as target_lib
 from weightspace.samplers import validation
 from weightspace.samplers.algorithm import Algorithm
-from weightspace.samplers.storage import RunStore, read_run
+from weightspace.samplers.storage import RunStore, read_run, sync_processes
 from weightspace.samplers.trace import Trace, leaf_name
 
 GRAD_EVALS = "grad_evals"  # the stat: full-batch-equivalent gradients of each draw
@@ -267,6 +267,8 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
     info["warmup_grad_evals"] = warmup_cost
     if store is not None:
         _write_warmup_cost(run_dir, warmup_cost)  # a resumed, finished run may lack it
+        # Every process reads the draws once process 0 has written the last of them.
+        sync_processes(f"weightspace run end {store.run_dir}")
         trace = load(run_dir, template=positions_of(carry), _info=info)
     else:
         trace = _trace_from_records(records, positions_of(carry), info)

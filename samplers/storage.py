@@ -25,7 +25,8 @@ never see a torn record and `RunStore.restore` can truncate the files back to th
 Multi-process jobs: only process 0 (`jax.process_index() == 0`) writes config, spec,
 draws and manifest; `append` is a no-op elsewhere (the caller gathers records to host on
 process 0). Every process must call `commit` and `restore`, since orbax writes and reads
-sharded arrays from every process.
+sharded arrays from every process. The run directory must be on a filesystem that every
+process sees: the others read what process 0 wrote, after `sync_processes`.
 """
 
 import json
@@ -36,6 +37,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from weightspace.jsonio import fsync_dir as _fsync_dir
 from weightspace.jsonio import read_json as _read_json
@@ -44,6 +46,14 @@ from weightspace.jsonio import write_json as _write_json
 _FORMAT = 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _MISSING = "<missing>"
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-process job gets here (`name`, the
+    same string in all of them), so that what process 0 wrote before is there
+    for the others to read; nothing in a one-process run."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
 
 
 class RunStore:
@@ -69,6 +79,8 @@ class RunStore:
             records = self._check_stored(config, records)
         elif self._writer:
             self._create(config, records)
+        # The other processes read the manifest once process 0 has made or checked it.
+        sync_processes(f"weightspace run store {self.run_dir}")
         self._records = {
             n: (r["file"], np.dtype(r["dtype"]), tuple(r["shape"])) for n, r in records.items()
         }

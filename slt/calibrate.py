@@ -28,6 +28,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from weightspace.jsonio import is_writer
 from weightspace.slt.llc import llc
 
 # Estimates within this fraction of the next smaller step size's count as agreeing.
@@ -146,7 +147,7 @@ def calibrate(target, params_star, key, *, data=None,
         if r["stable"]:
             suggested[setting] = r["step_size"]  # rows ascend in step size
     fig = _figure(rows)
-    if path is not None:
+    if path is not None and is_writer():  # process 0 of a multi-process job
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fig.savefig(path, format="png", dpi=120)
     return Calibration(rows, suggested, fig)

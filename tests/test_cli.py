@@ -198,6 +198,17 @@ def test_llc_dln_prints_the_theory_value_and_the_relative_error(tmp_path, capsys
     (["sample", "--out", "x", "--sampler", "bogus"], "argument --sampler: invalid choice"),
     (["sample", "--out", "x", "--hidden", "16,a"], "argument --hidden"),
     (["sample", "--out", "x", "--batch-size", "0"], "argument --batch-size"),
+    (["sample", "--out", "x", "--coordinator", "127.0.0.1:1"],
+     "--coordinator 127.0.0.1:1 needs --num-processes and --process-id too"),
+    (["mixing", "--run", "x", "--coordinator", "localhost", "--num-processes", "2",
+      "--process-id", "0"], "--coordinator 'localhost' is not allowed: it must be HOST:PORT"),
+    (["llc", "--run", "x", "--coordinator", "127.0.0.1:1", "--num-processes", "2",
+      "--process-id", "2"], "--process-id 2 is not allowed: it must be in [0, 1]"),
+    (["--distributed", "sample", "--out", "x", "--process-id", "0"],
+     "--distributed is not allowed with --coordinator, --num-processes or --process-id"),
+    (["sample", "--out", "x", "--peer-timeout", "5"],
+     "--peer-timeout 5 is only for a multi-process job"),
+    (["sample", "--out", "x", "--peer-timeout", "0"], "argument --peer-timeout"),
 ])
 def test_bad_input_is_refused_naming_the_flag(argv, message, capsys):
     code, _, err = run(argv, capsys)

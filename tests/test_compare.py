@@ -317,3 +317,42 @@ def test_paper_preset_data_network_and_sgd_stage_under_smoke_on_mocked_tfds(name
     assert trace.predictions.shape[:3] == (1, 1, presets.SMOKE_TEST)
     assert all(bool(jax.numpy.isfinite(x).all()) for x in jax.tree.leaves(trace.positions))
     assert bool(jax.numpy.isfinite(trace.predictions).all())
+
+
+def _assert_same_results(got, want, path="results") -> None:
+    """Two results.json agree: the same keys, lists and strings, numbers to
+    float32 rounding (two processes sum shards in another order), apart from
+    timings and the output directory."""
+    if isinstance(want, dict):
+        assert got.keys() == want.keys(), path
+        for k in want:
+            if k not in ("seconds", "out"):
+                _assert_same_results(got[k], want[k], f"{path}/{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (a, b) in enumerate(zip(got, want)):
+            _assert_same_results(a, b, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(got, bool):
+        assert got == pytest.approx(want, rel=1e-3, abs=1e-3), (path, got, want)
+    else:
+        assert got == want, (path, got, want)
+
+
+@pytest.mark.multiprocess
+def test_quick_smoke_as_two_processes_writes_the_same_results(quick, tmp_path):
+    """`weightspace compare --preset quick --smoke` as 2 processes x 4 CPU
+    devices writes what the one-process run (the `quick` fixture) wrote, and
+    process 1 writes nothing but its shards of the checkpoints."""
+    from processes import assert_only_checkpoint_shards, finish, free_port, job_options, start
+
+    port = free_port()
+    audited = Path(__file__).with_name("audited_cli.py")
+    finish(start([[audited, tmp_path / f"audit{i}.json", tmp_path, "compare", "--preset",
+                   "quick", "--smoke", "--no-progress", "--out", tmp_path / "out",
+                   *job_options(port, i)] for i in range(2)]))
+    audits = [json.loads((tmp_path / f"audit{i}.json").read_text()) for i in range(2)]
+    assert [a["codes"] for a in audits] == [[0], [0]]
+    assert_only_checkpoint_shards(audits[1]["writes"], "process 1")
+    got = json.loads((tmp_path / "out" / "results.json").read_text())
+    want = json.loads((quick[0] / "results.json").read_text())
+    _assert_same_results(got, want)

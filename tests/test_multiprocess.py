@@ -2,7 +2,6 @@
 same log-density and gradient as one process on one device."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,15 +13,10 @@ import pytest
 import weightspace as ws
 
 from conftest import cifar_shaped, one_device_mesh
+from processes import free_port
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
 TIMEOUT_S = 600
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _flat(grad):
@@ -42,7 +36,7 @@ def _reference(network, data):
 def test_two_processes_equal_one_device(tmp_path, digits):
     env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
-    port = _free_port()
+    port = free_port()
     procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(port), str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)

@@ -23,8 +23,8 @@ from weightspace.checks import positive_int
 CHAIN = "chain"
 DATA = "data"
 
-__all__ = ["CHAIN", "DATA", "make_mesh", "data_sharding", "replicated", "padded_size",
-           "process_rows", "process_rows_fn", "shard_rows", "initialize"]
+__all__ = ["CHAIN", "DATA", "make_mesh", "data_sharding", "replicated", "replicate",
+           "padded_size", "process_rows", "process_rows_fn", "shard_rows", "initialize"]
 
 
 def make_mesh(num_chains: int = 1, num_data: int | None = None, *, devices=None) -> Mesh:
@@ -67,6 +67,25 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(_check_mesh(mesh), P())
+
+
+def replicate(tree, mesh: Mesh):
+    """Every array of `tree` (numpy, or jax on any device; PRNG keys too)
+    replicated over all devices of `mesh`. In a multi-process job every
+    process passes the same values and gets the global arrays (a device_put
+    of an array on one local device to devices of other processes is refused)."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                            impl=jax.random.key_impl(x))
+        local = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, local, local.shape)
+
+    return jax.tree.map(put, tree)
 
 
 def padded_size(num_rows: int, mesh: Mesh) -> int:

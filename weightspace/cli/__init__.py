@@ -31,7 +31,9 @@ One module per command (`compare`, `sample`, `llc`, `mixing`,
 and `run(args) -> exit status`; `arguments` holds what they share. The command
 line sits on top of the library: nothing below it imports it. Every command
 keeps compiled programs in JAX's persistent compilation cache
-(`compile_cache`: `--compile-cache DIR`, `--no-compile-cache`).
+(`compile_cache`: `--compile-cache DIR`, `--no-compile-cache`), and any command
+runs as one process of a multi-process job (`processes`: `--distributed`, or
+`--coordinator HOST:PORT --num-processes N --process-id I`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from weightspace.cli import (
     llc,
     llc_vs_generalization,
     mixing,
+    processes,
     sample,
 )
 from weightspace.cli.arguments import CommandError
@@ -66,12 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "weight- and function-space diagnostics, local learning coefficients.")
     parser.add_argument("--version", action="version", version=f"weightspace {__version__}")
     _cache_options(parser, argparse.SUPPRESS)
+    processes.add_options(parser, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
     # Also after the command's name: `weightspace sample ... --no-compile-cache`.
     for command_parser in sub.choices.values():
         _cache_options(command_parser, argparse.SUPPRESS)
+        processes.add_options(command_parser, argparse.SUPPRESS)
     return parser
 
 
@@ -95,8 +100,13 @@ def main(argv=None) -> int:
         return 0
     compile_cache.enable(getattr(args, "compile_cache", None),
                          off=getattr(args, "no_compile_cache", False))
+    watch = None
     try:
+        watch = processes.start(args)
         return args.func(args)
     except CommandError as err:
         print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    finally:
+        if watch is not None:
+            watch.done()

@@ -28,6 +28,17 @@ def reported(*errors: type[Exception], code: int = 2, prefix: str = ""):
         raise CommandError(f"{prefix}{err}", code) from None
 
 
+def job_mesh():
+    """The mesh of a multi-process job (weightspace.cli.processes): one chain
+    slot, the training rows over every device of every process, each process
+    loading only its own; None in a one-process run."""
+    import jax
+
+    from weightspace import sharding
+
+    return sharding.make_mesh() if jax.process_count() > 1 else None
+
+
 def flag(dest: str) -> str:
     """The flag of an argparse dest: "step_size" -> "--step-size"."""
     return "--" + dest.replace("_", "-")

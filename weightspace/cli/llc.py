@@ -17,6 +17,7 @@ from weightspace.cli.arguments import (
     flag,
     float_list,
     int_list,
+    job_mesh,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -95,7 +96,7 @@ def _read_command(run_dir: Path) -> dict:
 def _llc_run(args) -> int:
     run_dir = Path(args.run)
     command = _read_command(run_dir)
-    _, _, post = rebuild.from_command(command)
+    _, _, post = rebuild.from_command(command, job_mesh())
     template = jax.eval_shape(post.init, jax.random.key(0))
     try:
         trace = samplers.load(run_dir, template=template)
@@ -138,7 +139,7 @@ def _llc_run(args) -> int:
         "settings": {**settings, "seed": args.seed, "draws": args.draws,
                      "key": "jax.random.fold_in(jax.random.fold_in("
                             "jax.random.key(seed), chain), draw)"},
-        "results": results})
+        "results": results}, writer_only=True)
     print(f"wrote {out}")
     return 0
 
@@ -214,7 +215,8 @@ def _llc_dln(args) -> int:
             "settings": {**settings, "seed": args.seed, "calibrate": args.calibrate,
                          "key": "jax.random.split(jax.random.key(seed))[0]"},
             "calibration": calibration,
-            "results": [{**_result(est), "theory": theory, "relative_error": error}]})
+            "results": [{**_result(est), "theory": theory, "relative_error": error}]},
+            writer_only=True)
         print(f"wrote {out}")
     return 0
 

@@ -18,6 +18,7 @@ from weightspace.cli.arguments import (
     CommandError,
     flag,
     hidden_widths,
+    job_mesh,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -183,7 +184,7 @@ def run(args) -> int:
     command = _command_of(args)
     out = Path(args.out)
     write = _check_run_dir(out, command)
-    data, network, post = rebuild.from_command(command)
+    data, network, post = rebuild.from_command(command, job_mesh())
     if write:  # before sampling: a killed run has it
         write_json(out / "command.json", command, writer_only=True)
     start = time.perf_counter()
