@@ -81,7 +81,8 @@ UNIT_SECONDS = {
     ALONE[0] + "[paper-cifar10]": 760,   # slow: only under -m slow
     ALONE[0] + "[paper-imdb]": 240,
     ALONE[0] + "[paper-mnist]": 180,
-    "tests/test_compare.py": 200,
+    "tests/test_compare.py": 300,
+    "tests/test_multiprocess_runs.py": 230,
     "tests/test_readme.py": 200,
     "tests/test_sgmcmc.py": 150,
     "tests/test_microcanonical.py": 140,
