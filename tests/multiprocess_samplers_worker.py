@@ -2,13 +2,13 @@
 
 usage: python multiprocess_samplers_worker.py NUM_PROCESSES PROCESS_ID PORT OUT_DIR
 
-Every sampler runs on the digits MLP(16) posterior over a (chain=2, data=4)
+Every sampler runs on the digits MLP(16) posterior over a (chain=2, data=2)
 mesh, each process loading only its own training rows, with a run directory
 under OUT_DIR/runs (shared by the processes, as on a pod's filesystem). Each
 process saves what its traces hold to OUT_DIR/process{ID}.npz and, through an
 audit hook, every file it created, changed or removed under OUT_DIR/runs to
 OUT_DIR/writes{ID}.json. With NUM_PROCESSES=1 the same runs happen in one
-process over 8 devices (`run_samplers` is also called in-process by the test).
+process over 4 devices (`run_samplers` is also called in-process by the test).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import weightspace as ws
 sys.path.insert(0, str(Path(__file__).parent))
 from audited_cli import WriteAudit  # noqa: E402
 
-CHAINS, DATA = 2, 4
+CHAINS, DATA = 2, 2  # 2 processes x 2 CPU devices
 
 
 def _settings() -> dict:

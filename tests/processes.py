@@ -26,7 +26,7 @@ def _env(devices: int) -> dict:
     return env
 
 
-def start(argvs, devices: int = 4, cwd=None) -> list[subprocess.Popen]:
+def start(argvs, devices: int = 2, cwd=None) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, *map(str, argv)], env=_env(devices), cwd=cwd,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for argv in argvs]

@@ -1,4 +1,4 @@
-"""Whole runs as 2 JAX processes x 4 CPU devices on 127.0.0.1 (gloo): every
+"""Whole runs as 2 JAX processes x 2 CPU devices on 127.0.0.1 (gloo): every
 sampler, the command line (sample, llc, mixing) and compare give what one
 process gives, and only process 0 writes files, apart from each process's own
 shards of the orbax checkpoints.
@@ -21,7 +21,7 @@ import pytest
 
 import weightspace as ws
 
-from multiprocess_samplers_worker import run_samplers
+from multiprocess_samplers_worker import CHAINS, DATA, run_samplers
 from processes import assert_only_checkpoint_shards, finish, free_port, job_options, start
 
 HERE = Path(__file__).parent
@@ -54,7 +54,8 @@ def test_every_sampler_across_two_processes_equals_one_process(tmp_path):
     procs = start([[HERE / "multiprocess_samplers_worker.py", 2, i, port, two]
                    for i in range(2)])
     try:  # the one-process reference, over this process's 8 devices, meanwhile
-        one = run_samplers(tmp_path / "one", ws.sharding.make_mesh(num_chains=2, num_data=4))
+        one = run_samplers(tmp_path / "one", ws.sharding.make_mesh(num_chains=CHAINS,
+                                                                   num_data=DATA))
     finally:
         finish(procs)
     p0, p1 = (dict(np.load(two / f"process{i}.npz")) for i in range(2))

@@ -107,6 +107,10 @@ def main(argv=None) -> int:
     except CommandError as err:
         print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except Exception as err:
+        if watch is None:
+            raise
+        watch.fail(err)  # names a lost peer if there is one; exits
     finally:
         if watch is not None:
             watch.done()

@@ -24,10 +24,12 @@ command resumes the run exactly.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import threading
 import time
+import traceback
 
 from weightspace.cli.arguments import CommandError, positive_float
 
@@ -84,10 +86,16 @@ class PeerWatch:
     beat. On a lost peer: one line on stderr, then os._exit(LOST_STATUS),
     since the main thread may be blocked in a collective for good."""
 
+    _commands = 0  # commands watched in this process so far (every process runs the same)
+
     def __init__(self, client, process_id: int, num_processes: int, timeout: float,
                  command: str, coordinator: str | None):
+        PeerWatch._commands += 1
+        self.prefix = f"weightspace/{PeerWatch._commands}"  # this command's keys
         self.client, self.me, self.n = client, process_id, num_processes
         self.timeout, self.command, self.coordinator = timeout, command, coordinator
+        self.peers = [p for p in range(num_processes) if p != process_id]  # still watched
+        self.beat_times: dict = {}  # peer -> times its last heartbeats were seen
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weightspace-peer-watch",
                                        daemon=True)
@@ -100,10 +108,34 @@ class PeerWatch:
         """This process finished its command: the others stop watching it."""
         self.stopped.set()
         try:
-            self.client.key_value_set(f"weightspace/done/{self.me}", "1",
+            self.client.key_value_set(f"{self.prefix}/done/{self.me}", "1",
                                       allow_overwrite=True)
         except Exception:  # noqa: BLE001  (the job is ending anyway)
             pass
+
+    def fail(self, err: BaseException) -> None:
+        """The command raised `err` in this process of a multi-process job; this
+        never returns. A peer's death often surfaces first as an error in a
+        collective here: if some peer stops beating, the watch names it and
+        exits. Once every peer has beaten twice since `err`, the fault is this
+        process's own: its traceback and one line, then exit status 1. Either
+        way without JAX's shutdown barrier, which would wait for a dead peer."""
+        failed = time.monotonic()
+        deadline = failed + self.timeout + 3 * BEAT_S
+        while time.monotonic() < deadline:  # the watch thread may os._exit meanwhile
+            alive = [p for p in self.peers if self.beats_since(p, failed) >= 2]
+            if len(alive) == len(self.peers):
+                break
+            time.sleep(BEAT_S / 4)
+        traceback.print_exception(err, file=sys.stderr)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"weightspace {self.command}: error: process {self.me} of {self.n} failed: "
+              f"{type(err).__name__}: {first}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+    def beats_since(self, peer: int, when: float) -> int:
+        """Heartbeats seen from `peer` after time `when` (monotonic)."""
+        return sum(1 for t in self.beat_times.get(peer, ()) if t > when)
 
     def _lost(self, what: str) -> None:
         print(f"weightspace {self.command}: error: {what}. This process (process {self.me} "
@@ -118,21 +150,22 @@ class PeerWatch:
 
     def _run(self) -> None:
         beat, seen, last_ok = 0, {}, time.monotonic()
-        peers = [p for p in range(self.n) if p != self.me]
+        peers = self.peers
         start = time.monotonic()
         while not self.stopped.wait(BEAT_S):
             now = time.monotonic()
             try:
                 beat += 1
-                self.client.key_value_set(f"weightspace/alive/{self.me}", str(beat),
+                self.client.key_value_set(f"{self.prefix}/alive/{self.me}", str(beat),
                                           allow_overwrite=True)
                 for p in list(peers):
-                    if _try_get(self.client, f"weightspace/done/{p}") is not None:
+                    if _try_get(self.client, f"{self.prefix}/done/{p}") is not None:
                         peers.remove(p)
                         continue
-                    value = _try_get(self.client, f"weightspace/alive/{p}")
+                    value = _try_get(self.client, f"{self.prefix}/alive/{p}")
                     if value is not None and seen.get(p, (None,))[0] != value:
                         seen[p] = (value, now)
+                        self.beat_times.setdefault(p, collections.deque(maxlen=4)).append(now)
                 last_ok = time.monotonic()
             except Exception as err:  # noqa: BLE001  (the coordination service is gone)
                 if time.monotonic() - last_ok > self.timeout:
