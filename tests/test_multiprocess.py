@@ -1,9 +1,6 @@
 """Two JAX processes x 4 CPU devices on 127.0.0.1 (gloo collectives) compute the
 same log-density and gradient as one process on one device."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -13,10 +10,9 @@ import pytest
 import weightspace as ws
 
 from conftest import cifar_shaped, one_device_mesh
-from processes import free_port
+from processes import finish, free_port, start
 
 WORKER = Path(__file__).with_name("multiprocess_worker.py")
-TIMEOUT_S = 600
 
 
 def _flat(grad):
@@ -34,22 +30,8 @@ def _reference(network, data):
 
 @pytest.mark.multiprocess
 def test_two_processes_equal_one_device(tmp_path, digits):
-    env = dict(os.environ, JAX_NUM_CPU_DEVICES="4", JAX_PLATFORMS="cpu")
-    env.pop("XLA_FLAGS", None)
     port = free_port()
-    procs = [subprocess.Popen([sys.executable, str(WORKER), str(i), str(port), str(tmp_path)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-             for i in range(2)]
-    try:
-        outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for i, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-4000:]}"
+    finish(start([[WORKER, i, port, tmp_path] for i in range(2)], devices=4))
 
     r0 = np.load(tmp_path / "process0.npz")
     r1 = np.load(tmp_path / "process1.npz")

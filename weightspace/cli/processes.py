@@ -95,6 +95,7 @@ class PeerWatch:
         self.client, self.me, self.n = client, process_id, num_processes
         self.timeout, self.command, self.coordinator = timeout, command, coordinator
         self.peers = [p for p in range(num_processes) if p != process_id]  # still watched
+        self.last_beat: dict = {}   # peer -> the last heartbeat value seen
         self.beat_times: dict = {}  # peer -> times its last heartbeats were seen
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="weightspace-peer-watch",
@@ -128,9 +129,8 @@ class PeerWatch:
                 break
             time.sleep(BEAT_S / 4)
         traceback.print_exception(err, file=sys.stderr)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"weightspace {self.command}: error: process {self.me} of {self.n} failed: "
-              f"{type(err).__name__}: {first}", file=sys.stderr, flush=True)
+              f"{type(err).__name__}: {_first_line(err)}", file=sys.stderr, flush=True)
         os._exit(1)
 
     def beats_since(self, peer: int, when: float) -> int:
@@ -138,46 +138,46 @@ class PeerWatch:
         return sum(1 for t in self.beat_times.get(peer, ()) if t > when)
 
     def _lost(self, what: str) -> None:
+        job = f"{self.n}" + (f", coordinator {self.coordinator}" if self.coordinator else "")
         print(f"weightspace {self.command}: error: {what}. This process (process {self.me} "
-              f"of {self.num_text}) stops. The run directory keeps what was committed; "
-              f"start every process again with the same command to resume.",
-              file=sys.stderr, flush=True)
+              f"of {job}) stops. The run directory keeps what was committed; start every "
+              f"process again with the same command to resume.", file=sys.stderr, flush=True)
         os._exit(LOST_STATUS)
 
-    @property
-    def num_text(self) -> str:
-        return f"{self.n}" + (f", coordinator {self.coordinator}" if self.coordinator else "")
-
     def _run(self) -> None:
-        beat, seen, last_ok = 0, {}, time.monotonic()
-        peers = self.peers
-        start = time.monotonic()
+        beat = 0
+        start = last_ok = time.monotonic()
         while not self.stopped.wait(BEAT_S):
             now = time.monotonic()
             try:
                 beat += 1
                 self.client.key_value_set(f"{self.prefix}/alive/{self.me}", str(beat),
                                           allow_overwrite=True)
-                for p in list(peers):
+                for p in list(self.peers):
                     if _try_get(self.client, f"{self.prefix}/done/{p}") is not None:
-                        peers.remove(p)
+                        self.peers.remove(p)
                         continue
                     value = _try_get(self.client, f"{self.prefix}/alive/{p}")
-                    if value is not None and seen.get(p, (None,))[0] != value:
-                        seen[p] = (value, now)
+                    if value is not None and self.last_beat.get(p) != value:
+                        self.last_beat[p] = value
                         self.beat_times.setdefault(p, collections.deque(maxlen=4)).append(now)
                 last_ok = time.monotonic()
             except Exception as err:  # noqa: BLE001  (the coordination service is gone)
                 if time.monotonic() - last_ok > self.timeout:
                     self._lost(f"lost the job's coordinator (process 0"
                                f"{', ' + self.coordinator if self.coordinator else ''}): "
-                               f"{str(err).strip().splitlines()[0] if str(err).strip() else err!r}")
+                               f"{_first_line(err)}")
                 continue
-            for p in peers:
-                since = now - seen.get(p, (None, start))[1]
+            for p in self.peers:
+                since = now - self.beat_times.get(p, (start,))[-1]
                 if since > self.timeout:
                     self._lost(f"lost process {p} of the job: no sign of life from it "
                                f"for {since:.0f} s (--peer-timeout {self.timeout:g})")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _try_get(client, key: str) -> str | None:
@@ -221,10 +221,9 @@ def start(args) -> PeerWatch | None:
         sharding.initialize(coordinator, num_processes, process_id,
                             heartbeat_timeout_seconds=int(max(2 * timeout, 100)))
     except Exception as err:  # JAX's own errors say what failed (timeout, address)
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CommandError(f"could not join the multi-process job (coordinator "
                            f"{coordinator or 'detected'}, process {process_id}): "
-                           f"{first}") from None
+                           f"{_first_line(err)}") from None
     import jax
     from jax._src import distributed  # the job's client, as orbax's multihost reaches it
 
