@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jax
 import pytest
-import tensorflow_datasets as tfds
 from conftest import one_device_mesh, run_command
+from tfds_mock import mocked_tfds
 from weightspace.experiments import presets
 from weightspace.experiments.comparison import STAGES
 
@@ -277,8 +277,7 @@ def test_bad_input_is_refused_naming_the_argument(quick, tmp_path, capsys):
 def test_paper_preset_runs_end_to_end_under_smoke_on_mocked_tfds(name, tmp_path):
     # One device: sharded convolutions on 8 simulated CPU devices are many times
     # slower, and sharding is what test_sharding checks.
-    with tfds.testing.mock_data(num_examples=presets.SMOKE_TRAIN + 8,
-                                policy=tfds.testing.MockPolicy.USE_CODE):
+    with mocked_tfds(presets.SMOKE_TRAIN + 8, tmp_path / "data"):
         results = ws.experiments.compare(name, tmp_path / "out", smoke=True, progress=False,
                                          mesh=one_device_mesh())
     for stage, record in results["stages"].items():
@@ -305,8 +304,7 @@ def test_paper_preset_data_network_and_sgd_stage_under_smoke_on_mocked_tfds(name
 
     p = resolve_preset(name, True, None)
     mesh = one_device_mesh()
-    with tfds.testing.mock_data(num_examples=presets.SMOKE_TRAIN + 8,
-                                policy=tfds.testing.MockPolicy.USE_CODE):
+    with mocked_tfds(presets.SMOKE_TRAIN + 8, tmp_path / "data"):
         data = load_data(p, 0, None, mesh)
     assert data.name == p.data.name and len(data.x_test) == presets.SMOKE_TEST
     post = ws.models.posterior(p.network, data, prior_variance=p.prior_variance,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import PIL.Image
+import pooch
 import pytest
 import tensorflow_datasets as tfds
 
+from tfds_mock import mocked_tfds
 from weightspace.data.dataset import subsample_indices
-from weightspace.data.tfds_sources import LOADERS, _ImageSource, _load_images, _load_text
+from weightspace.data.downloaded import LOADERS, _ImageSource, _load_images, _load_text
 
 N = 12  # examples per split under mock_data (train and test yield the same ones)
 
@@ -23,8 +25,8 @@ IMAGE_CASES = {  # name: (image shape, num_classes)
 
 
 @pytest.fixture
-def mocked():
-    with tfds.testing.mock_data(num_examples=N, policy=tfds.testing.MockPolicy.USE_CODE):
+def mocked(tmp_path):
+    with mocked_tfds(N, tmp_path):
         yield
 
 
@@ -290,11 +292,13 @@ def test_missing_dataset_without_download_names_the_data_dir(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         LOADERS["mnist"](data_dir=tmp_path, download=False)
     message = str(err.value)
-    assert "'mnist'" in message and f"data_dir={str(tmp_path)!r}" in message
-    assert "download=False" in message and "tfds build mnist" in message
+    assert "'mnist'" in message and f"not prepared in {tmp_path} " in message
+    assert "download=False" in message
+    assert f"`weightspace data prepare mnist --data-dir {tmp_path}`" in message
 
 
 def test_default_data_dir_is_resolved_like_tfds(tmp_path, monkeypatch):
+    monkeypatch.delenv("WEIGHTSPACE_DATA_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "from_env"))
     with pytest.raises(FileNotFoundError, match="from_env"):
         LOADERS["cifar10"](download=False)
@@ -302,24 +306,23 @@ def test_default_data_dir_is_resolved_like_tfds(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError) as err:
         LOADERS["cifar10"](download=False)
-    assert f"data_dir={str(tmp_path / 'tensorflow_datasets')!r}" in str(err.value)
+    assert f"not prepared in {tmp_path / 'tensorflow_datasets'} " in str(err.value)
 
 
 @pytest.mark.parametrize("name, error", [
     ("mnist", OSError("Network is unreachable")),
-    ("imdb_reviews", tfds.download.DownloadError("Network is unreachable")),
+    ("imdb_reviews", ConnectionError("Network is unreachable")),
 ])
 def test_failed_download_raises_file_not_found_from_the_cause(tmp_path, monkeypatch,
                                                               name, error):
-    def fail(self, *args, **kwargs):
+    def fail(self, url, output_file, pooch):
         raise error
 
-    # Patched on the dataset's own class: no real download can start.
-    monkeypatch.setattr(tfds.builder_cls(name), "download_and_prepare", fail)
+    # Patched on pooch's downloader: no real download can start.
+    monkeypatch.setattr(pooch.HTTPDownloader, "__call__", fail)
     with pytest.raises(FileNotFoundError) as err:
         LOADERS[name](data_dir=tmp_path)
     assert err.value.__cause__ is error
     message = str(err.value)
-    assert f"{name!r}" in message and f"data_dir={str(tmp_path)!r}" in message
-    assert "Network is unreachable" in message and "data_dir=" in message
-
+    assert f"{name!r}" in message and f"not prepared in {tmp_path} " in message
+    assert "Network is unreachable" in message

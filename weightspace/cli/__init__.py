@@ -24,10 +24,12 @@
   targets whose basin masses are known exactly, from low to high barriers
   (ws.experiments.basins).
 - `datasets`: the dataset names (and one dataset's shapes).
+- `data prepare`: fetch, check and convert the downloadable datasets (MNIST,
+  Fashion-MNIST, CIFAR-10/100, IMDB) into a data directory (ws.data.prepare).
 - `info`: library versions and the devices JAX sees.
 
 One module per command (`compare`, `sample`, `llc`, `mixing`,
-`llc_vs_generalization`, `basins`, `datasets`, `info`), each with `add_parser(subparsers)`
+`llc_vs_generalization`, `basins`, `datasets`, `data`, `info`), each with `add_parser(subparsers)`
 and `run(args) -> exit status`; `arguments` holds what they share. The command
 line sits on top of the library: nothing below it imports it. Every command
 keeps compiled programs in JAX's persistent compilation cache
@@ -46,6 +48,7 @@ from weightspace.cli import (
     basins,
     compare,
     compile_cache,
+    data,
     datasets,
     info,
     llc,
@@ -55,11 +58,12 @@ from weightspace.cli import (
     sample,
 )
 from weightspace.cli.arguments import CommandError
+from weightspace.data import DatasetUnavailable
 
 __all__ = ["CommandError", "build_parser", "main"]
 
 # In the order of `weightspace --help`.
-COMMANDS = (compare, sample, llc, mixing, llc_vs_generalization, basins, datasets, info)
+COMMANDS = (compare, sample, llc, mixing, llc_vs_generalization, basins, datasets, data, info)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +111,9 @@ def main(argv=None) -> int:
     except CommandError as err:
         print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
         return err.code
+    except DatasetUnavailable as err:  # from any command that loads a dataset
+        print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
+        return 2
     except Exception as err:
         if watch is None:
             raise

@@ -53,7 +53,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--set", action="append", type=_set_pair, metavar="FIELD=VALUE",
                    help="change one preset field, e.g. --set hmc.num_samples=20 (repeatable; "
                         "fields: " + ", ".join(presets.fields()) + ")")
-    p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    p.add_argument("--data-dir", default=None,
+                   help="where downloaded datasets are prepared (see `weightspace data prepare`)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)

@@ -205,7 +205,8 @@ def add_parser(subparsers) -> None:
                     "out take the defaults shown; a flag the chosen sampler does not use "
                     "is an error.")
     p.add_argument("--dataset", default="digits", help="a name of `weightspace datasets`")
-    p.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    p.add_argument("--data-dir", default=None,
+                   help="where downloaded datasets are prepared (see `weightspace data prepare`)")
     p.add_argument("--n-train", type=positive_int, default=None,
                    help="subsample the training set")
     p.add_argument("--model", default="mlp", choices=list(rebuild.NETWORKS))

@@ -1,8 +1,11 @@
 """Datasets: `ws.data.load(name, ...) -> Dataset`.
 
 Embedded (no network): digits, diabetes, teacher_student, dln.
-Through tensorflow-datasets without TensorFlow (array_record files in
-`data_dir`): mnist, fashion_mnist, cifar10, cifar100, imdb_reviews.
+Downloaded once into `data_dir`, without TensorFlow: mnist, fashion_mnist,
+cifar10, cifar100, imdb_reviews. `ws.data.prepare(name, data_dir)` (the command
+`weightspace data prepare`) fetches the authors' files, checks their SHA-256 and
+moves the converted arrays into place atomically; `load` does the same on first
+use, and also reads a copy tensorflow-datasets prepared (array_record).
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import jax
 from weightspace import sharding
 from weightspace.data.dataset import Dataset
 from weightspace.data.embedded import LOADERS as _EMBEDDED
-from weightspace.data.tfds_sources import LOADERS as _TFDS
+from weightspace.data.downloaded import LOADERS as _TFDS
+from weightspace.data.prepared import DatasetUnavailable, prepare
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "cifar100", "imdb_reviews")
 EMBEDDED_NAMES = tuple(_EMBEDDED)
 NAMES = EMBEDDED_NAMES + TFDS_NAMES
 
-__all__ = ["Dataset", "load", "NAMES", "EMBEDDED_NAMES", "TFDS_NAMES"]
+__all__ = ["Dataset", "DatasetUnavailable", "load", "prepare", "NAMES", "EMBEDDED_NAMES",
+           "TFDS_NAMES"]
 
 
 def _loader(name: str):
@@ -33,16 +38,19 @@ def load(name: str, *, seed: int = 0, data_dir: str | None = None,
 
     seed: for generated data and for the `n_train` subsample (the digits and
         diabetes train/test splits are fixed).
-    data_dir: where tensorflow-datasets looks for prepared array_record files
-        (default: $TFDS_DATA_DIR or ~/tensorflow_datasets); unused by the
-        embedded datasets.
+    data_dir: where the downloaded datasets are prepared (default:
+        $WEIGHTSPACE_DATA_DIR, else $TFDS_DATA_DIR, else ~/tensorflow_datasets);
+        unused by the embedded datasets. One that is not there is prepared
+        first (`download=False` raises DatasetUnavailable instead, as does a
+        failed download: a FileNotFoundError whose one-line message names the
+        dataset, the directory and the command that prepares it).
     n_train: keep a random subset of this many training rows.
     mesh: in a multi-process job (after `ws.sharding.initialize()`), load only
         the training rows this process places on its devices of `mesh`; the
         returned Dataset then records `num_train` (global) and `train_offset`.
     options: dataset-specific, e.g. `widths`, `rank` for "dln"; `input_dim`,
         `hidden`, `noise_std` for "teacher_student"; `vocab_size`, `max_len`
-        for "imdb_reviews"; `download` for the tfds datasets.
+        for "imdb_reviews"; `download` for the downloaded datasets.
     """
     if not isinstance(name, str) or name not in NAMES:
         raise ValueError(f"unknown dataset name={name!r}; known datasets: "

@@ -1,24 +1,30 @@
-"""MNIST, Fashion-MNIST, CIFAR-10/100 and IMDB from tensorflow-datasets, without TensorFlow.
+"""MNIST, Fashion-MNIST, CIFAR-10/100 and IMDB, without TensorFlow.
 
-Examples are read from tfds' array_record files by index, so a process of a
-multi-host job reads only its own training rows. Every transformation uses
-constants or statistics of the whole training split, never of the rows at
-hand: each process, and each `n_train` subsample, sees the same encoding.
-No data augmentation anywhere (it would change the likelihood).
+Each loader reads, from data_dir, the copy `weightspace data prepare` made
+(`weightspace.data.prepared`: .npy files, memory-mapped), else a copy that
+tensorflow-datasets prepared as array_record files; with neither, and
+`download=True`, it prepares the dataset first. Examples are read by index, so
+a process of a multi-host job reads only its own training rows. Every
+transformation uses constants or statistics of the whole training split, never
+of the rows at hand: each process, and each `n_train` subsample, sees the same
+encoding. No data augmentation anywhere (it would change the likelihood).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from weightspace.checks import int_at_least
+from weightspace.data import prepared
 from weightspace.data.dataset import Dataset, RowsFn, local_block, subsample_indices
 
 PAD_ID = 0
@@ -142,11 +148,10 @@ LOADERS: dict[str, Callable[..., Dataset]] = {
 def _load_images(name: str, source: _ImageSource, *, seed: int = 0,
                  data_dir: str | os.PathLike | None = None, n_train: int | None = None,
                  rows: RowsFn | None = None, download: bool = True) -> Dataset:
-    """Any tfds dataset with features "image" (uint8) and "label" as a `Dataset`."""
-    train, test, info, root = _open_splits(name, source.tfds_name, data_dir, download)
+    """Any dataset with features "image" (uint8) and "label" as a `Dataset`."""
+    train, test, provenance, shape = _open_splits(name, source.tfds_name, data_dir, download)
     indices = subsample_indices(len(train), n_train, seed)
     local, offset = local_block(indices, rows)
-    shape = tuple(info.features["image"].shape)
     x_train, y_train = _read_images(train, local, shape)
     x_test, y_test = _read_images(test, np.arange(len(test)), shape)
     return Dataset(
@@ -154,14 +159,15 @@ def _load_images(name: str, source: _ImageSource, *, seed: int = 0,
         _standardize(x_train, source.mean, source.std), y_train,
         _standardize(x_test, source.mean, source.std), y_test,
         source.num_classes,
-        info={**_provenance(source.tfds_name, info, root),
-              "mean": source.mean, "std": source.std},
+        info={**provenance, "mean": source.mean, "std": source.std},
         num_train=len(indices), train_offset=offset)
 
 
 def _read_images(split: Sequence[Any], indices: np.ndarray,
                  shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (n, *shape) and int32 labels (n,) of the rows `indices`."""
+    if isinstance(split, prepared.PreparedSplit):
+        return split.images(indices), split.labels(indices)
     x = np.empty((len(indices), *shape), np.uint8)
     y = np.empty(len(indices), np.int32)
     for row, example in enumerate(_read(split, indices)):
@@ -186,11 +192,11 @@ def _load_text(name: str, tfds_name: str, *, seed: int = 0,
                data_dir: str | os.PathLike | None = None, n_train: int | None = None,
                rows: RowsFn | None = None, download: bool = True,
                vocab_size: int = 20000, max_len: int = 400) -> Dataset:
-    """Any tfds dataset with features "text" and binary "label" as token ids
+    """Any dataset with features "text" and binary "label" as token ids
     (see `load_imdb_reviews` for the conventions)."""
     int_at_least("vocab_size", vocab_size, 3)
     int_at_least("max_len", max_len, 1)
-    train, test, info, root = _open_splits(name, tfds_name, data_dir, download)
+    train, test, provenance, _ = _open_splits(name, tfds_name, data_dir, download)
     indices = subsample_indices(len(train), n_train, seed)
     local, offset = local_block(indices, rows)
     # The vocabulary needs all training text: read it once and keep the tokens.
@@ -203,7 +209,7 @@ def _load_text(name: str, tfds_name: str, *, seed: int = 0,
         _encode([train_tokens[i] for i in local], word_ids, max_len), train_labels[local],
         _encode(test_tokens, word_ids, max_len), y_test,
         2,
-        info={**_provenance(tfds_name, info, root),
+        info={**provenance,
               "vocab_size": vocab_size, "max_len": max_len,
               "padding": "pre", "truncating": "pre", "pad_id": PAD_ID, "oov_id": OOV_ID,
               "vocabulary": vocabulary},
@@ -248,59 +254,69 @@ def _encode(token_lists: Sequence[Sequence[str]], word_ids: dict[str, int],
     return x
 
 
-# --- tfds --------------------------------------------------------------------
+# --- where the examples come from -------------------------------------------
 
-def _resolve_data_dir(data_dir: str | os.PathLike | None) -> str:
-    """The directory tfds uses: data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
-    if data_dir is None:
-        data_dir = os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
-    return os.path.expanduser(os.fspath(data_dir))
+class _Splits(NamedTuple):
+    train: Sequence[Any]
+    test: Sequence[Any]
+    provenance: dict[str, Any]
+    image_shape: tuple[int, ...] | None
 
 
 def _open_splits(name: str, tfds_name: str, data_dir: str | os.PathLike | None,
-                 download: bool) -> tuple[Sequence[Any], Sequence[Any], Any, str]:
-    """Random-access train and test splits, tfds' DatasetInfo, and the data_dir searched.
-
-    These are the three steps of `tfds.data_source` (builder, download_and_prepare,
-    as_data_source), spelled out for two reasons: a dataset that is not on disk
-    is detected here, where tfds would fail later with a bare KeyError; and
-    file_format="array_record" is always requested, which `tfds.data_source`
-    drops whenever data_dir is given (it would then prepare TFRecord files,
-    which cannot be read by index).
-    """
-    # Imported here: tfds is slow to import and only these loaders need it.
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.download import download_manager, extractor
-
-    root = _resolve_data_dir(data_dir)
-    builder = tfds.builder(tfds_name, data_dir=root, file_format="array_record")
-    if not builder.is_prepared():
+                 download: bool) -> _Splits:
+    """Random-access train and test splits of dataset `name` in data_dir: the
+    copy weightspace prepared, else tensorflow-datasets' copy, else (download)
+    a copy prepared now. DatasetUnavailable (a FileNotFoundError) when there is
+    none and none can be made."""
+    root = prepared.resolve_data_dir(data_dir)
+    splits = _open_prepared(name, root) or _open_tfds(tfds_name, root)
+    if splits is None:
         if not download:
-            raise FileNotFoundError(_not_prepared_message(name, tfds_name, root, "download=False"))
-        try:
-            builder.download_and_prepare()
-        # OSError covers connection failures (requests' and urllib's errors
-        # derive from it); ImportError is tfds needing TensorFlow to encode
-        # the images it downloaded.
-        except (OSError, ImportError, tfds.download.DownloadError,
-                download_manager.NonMatchingChecksumError, extractor.ExtractError) as err:
-            reason = f"downloading and preparing it failed: {type(err).__name__}: {err}"
-            raise FileNotFoundError(_not_prepared_message(name, tfds_name, root, reason)) from err
+            raise prepared.unavailable(name, root, "download=False was given")
+        prepared.prepare(name, root)
+        splits = _open_prepared(name, root)
+    return splits
+
+
+def _open_prepared(name: str, root: Path) -> _Splits | None:
+    opened = prepared.open_prepared(name, root)
+    if opened is None:
+        return None
+    train, test, provenance = opened
+    return _Splits(train, test, provenance,
+                   train.image_shape if "image" in train.arrays else None)
+
+
+def _open_tfds(tfds_name: str, root: Path) -> _Splits | None:
+    """tensorflow-datasets' array_record copy of `tfds_name` in root, if it has one.
+
+    The steps of `tfds.data_source` spelled out, because it drops
+    file_format="array_record" whenever data_dir is given (and would then read
+    TFRecord files, which cannot be read by index).
+    """
+    try:
+        # Imported here: tfds is slow to import and only its copies need it.
+        import tensorflow_datasets as tfds
+    except ImportError:
+        return None
+    # Looking for a copy that is not there makes tfds log a warning through
+    # absl; it would precede the one-line error of a dataset found nowhere.
+    absl_log = logging.getLogger("absl")
+    level = absl_log.level
+    absl_log.setLevel(logging.ERROR)
+    try:
+        builder = tfds.builder(tfds_name, data_dir=str(root), file_format="array_record")
+        if not builder.is_prepared():
+            return None
+    finally:
+        absl_log.setLevel(level)
     train, test = builder.as_data_source(split=["train", "test"])
-    return train, test, builder.info, root
-
-
-def _not_prepared_message(name: str, tfds_name: str, root: str, reason: str) -> str:
-    folder = tfds_name.split("/")[0]
-    return (
-        f"dataset {name!r} (tfds {tfds_name!r}) is not prepared in data_dir={root!r} "
-        f"and cannot be downloaded here ({reason}). To fix it, on a machine with "
-        f"network access (and TensorFlow, which tfds needs to build it) run "
-        f"`tfds build {tfds_name} --file_format=array_record --data_dir=DIR` or "
-        f"`tfds.data_source({tfds_name!r}, data_dir=DIR, "
-        f"builder_kwargs={{'file_format': 'array_record'}})`, then copy DIR/{folder} "
-        f"into {root}, or pass data_dir= (or set TFDS_DATA_DIR to) a directory that "
-        f"holds it.")
+    features = builder.info.features
+    shape = tuple(features["image"].shape) if "image" in features else None
+    provenance = {"source": "tensorflow_datasets", "tfds_name": tfds_name,
+                  "tfds_version": str(builder.info.version), "data_dir": str(root)}
+    return _Splits(train, test, provenance, shape)
 
 
 def _read(split: Sequence[Any], indices: np.ndarray) -> Iterator[Any]:
@@ -312,8 +328,3 @@ def _read(split: Sequence[Any], indices: np.ndarray) -> Iterator[Any]:
     """
     for i in indices:
         yield split[int(i)]
-
-
-def _provenance(tfds_name: str, info: Any, root: str) -> dict[str, Any]:
-    return {"source": "tensorflow_datasets", "tfds_name": tfds_name,
-            "tfds_version": str(info.version), "data_dir": root}
