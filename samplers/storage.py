@@ -37,8 +37,8 @@ from pathlib import Path
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
+from weightspace import sharding
 from weightspace.jsonio import fsync_dir as _fsync_dir
 from weightspace.jsonio import read_json as _read_json
 from weightspace.jsonio import write_json as _write_json
@@ -52,8 +52,7 @@ def sync_processes(name: str) -> None:
     """Wait until every process of a multi-process job gets here (`name`, the
     same string in all of them), so that what process 0 wrote before is there
     for the others to read; nothing in a one-process run."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
+    sharding.wait_for_processes(name)  # a coordination-service barrier, not a collective
 
 
 class RunStore:

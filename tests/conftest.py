@@ -81,7 +81,7 @@ UNIT_SECONDS = {
     ALONE[0] + "[paper-cifar10]": 760,   # slow: only under -m slow
     ALONE[0] + "[paper-imdb]": 240,
     ALONE[0] + "[paper-mnist]": 180,
-    "tests/test_compare.py": 300,
+    "tests/test_compare.py": 480,
     "tests/test_multiprocess_runs.py": 230,
     "tests/test_readme.py": 200,
     "tests/test_sgmcmc.py": 150,
@@ -108,6 +108,7 @@ UNIT_SECONDS = {
     "tests/test_align.py": 60,
     "tests/test_rhat_ess.py": 40,
     "tests/test_mixing.py": 40,
+    "tests/test_data_prepare.py": 40,
     "tests/test_sharding.py": 35,
     "tests/test_posterior.py": 35,
     "tests/test_slt_dln.py": 35,

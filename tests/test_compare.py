@@ -337,12 +337,10 @@ def _assert_same_results(got, want, path="results") -> None:
         assert got == want, (path, got, want)
 
 
-# Left out of the default run (-m slow runs it; it passed alone, in 140 s, and
-# once within the whole suite): on a loaded machine the two processes can reach
-# their first collective of a stage more than 30 s apart, and gloo's context set-up
-# then fails (GetKeyValue ... timed out, a limit JAX does not expose). The fix, a
-# coordination-service barrier before each stage's first collective, is not built yet.
-@pytest.mark.slow
+# Both processes wait for each other before every stage (a coordination-service
+# barrier, ws.sharding.wait_for_processes): without it, on a loaded machine they
+# reached a stage's first collective more than gloo's fixed 30 s apart (process 0
+# writes the reports and figures) and the set-up of its communicator failed.
 @pytest.mark.multiprocess
 def test_quick_smoke_as_two_processes_writes_the_same_results(quick, tmp_path):
     """`weightspace compare --preset quick --smoke` as 2 processes x 2 CPU

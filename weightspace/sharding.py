@@ -12,6 +12,7 @@ False; the likelihood ignores them, so nothing is silently dropped.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import jax
@@ -177,3 +178,28 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     jax.distributed.initialize(coordinator_address=coordinator_address,
                                num_processes=num_processes, process_id=process_id,
                                **kwargs)
+
+
+# Barrier ids are numbered: every process passes the same barriers in the same
+# order, and the coordination service may refuse an id it has seen.
+_barrier_ids = itertools.count()
+BARRIER_TIMEOUT_S = 1800.0  # skews are compile times and file writes: minutes at most
+
+
+def wait_for_processes(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Wait until every process of a multi-process job gets here; nothing in a
+    one-process run.
+
+    A barrier of JAX's coordination service, not a collective: a collective
+    would set up the CPU (gloo) or accelerator communicator, and gloo gives its
+    set-up a fixed 30 s, so processes arriving further apart (one was writing
+    files or figures the others skip) would fail there. Called before each
+    stage of a multi-stage job, it keeps the stage's first collective inside
+    that limit. `name` says where, in errors.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the job's client, as orbax's multihost reaches it
+
+    barrier = f"weightspace/{next(_barrier_ids)}/{name}"
+    distributed.global_state.client.wait_at_barrier(barrier, int(timeout_s * 1000))

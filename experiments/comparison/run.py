@@ -81,6 +81,9 @@ def compare(preset="quick", out=None, *, smoke: bool = False, data_dir=None, see
     run = Run(preset=p, out=out, data=data, post=post, key=jax.random.key(seed),
               progress=progress, smoke=smoke, header=header)
     for i, stage in enumerate(stages()):
+        # Process 0 writes results, reports and figures the others skip: the
+        # stage's first collective must not find them too far apart.
+        sharding.wait_for_processes(f"compare stage {stage}")
         _run_stage(run, stage, i)
         results = gather_results(run)
         write_json(out / "results.json", results, writer_only=True)
