@@ -357,16 +357,27 @@ def test_a_preparation_killed_while_writing_leaves_nothing_a_load_trusts(
 
 
 def test_processes_preparing_one_folder_at_once_leave_one_copy(tmp_path, site, pinned):
-    # Both fetch before either has a copy: both write one, and one rename loses.
+    # Both start fetching before either has a copy; whichever finishes second
+    # loses the rename, or finds its downloads gone, and returns the winner's copy.
     pinned.gate = threading.Barrier(2, timeout=60)
     children = [_prepare_in_child(tmp_path, site[2], pinned.url) for _ in range(2)]
     for child in children:
         assert child.wait(120) == 0, child.stderr.read().decode()
-    assert sorted(pinned.requests) == sorted(2 * [f.name for f in sources.SOURCES["mnist"].files])
+    assert pinned.requests.count("train-images-idx3-ubyte.gz") == 2
     folder = tmp_path / "data" / "weightspace"
     assert sorted(p.name for p in folder.iterdir()) == ["mnist"]  # no partial, no downloads
     ds = data.load("mnist", data_dir=tmp_path / "data", download=False)
     np.testing.assert_array_equal(ds.y_train, site[1]["mnist"]["y_train"])
+
+
+def test_a_copy_finished_second_is_dropped_and_the_first_kept(tmp_path):
+    final = prepared.prepared_dir("mnist", tmp_path)
+    first = {"train_label": np.arange(3, dtype=np.int32)}
+    prepared._write("mnist", sources.SOURCES["mnist"], first, final)
+    prepared._write("mnist", sources.SOURCES["mnist"], {"train_label": np.zeros(3, np.int32)},
+                    final)  # its rename onto the finished folder fails
+    np.testing.assert_array_equal(np.load(final / "train_label.npy"), first["train_label"])
+    assert [p.name for p in final.parent.iterdir()] == ["mnist"]
 
 
 def test_a_damaged_prepared_copy_is_named_not_read(tmp_path, pinned):
@@ -413,10 +424,43 @@ def test_data_prepare_command_prepares_each_dataset_named(tmp_path, pinned, caps
     assert (tmp_path / "weightspace" / "downloads" / "cifar10" / "cifar-10-binary.tar.gz").exists()
 
 
+@pytest.mark.parametrize("mirror", ["ftp://example.org/data", "127.0.0.1:8000", 3])
+def test_a_mirror_that_is_not_an_http_url_is_refused_before_anything_is_fetched(
+        tmp_path, mirror):
+    with pytest.raises(ValueError, match=f"mirror={mirror!r} is not allowed: it must be an "
+                                         f"http:// or https:// URL"):
+        data.prepare("mnist", tmp_path, mirror=mirror)
+    assert not (tmp_path / "weightspace").exists()
+
+
+def test_a_published_file_that_cannot_be_read_is_named(tmp_path, site, monkeypatch):
+    broken = tmp_path / "site" / "cifar10"
+    broken.mkdir(parents=True)
+    content = _targz({"cifar-10-batches-bin/test_batch.bin": b"\0" * 3073})  # no training batches
+    (broken / "cifar-10-binary.tar.gz").write_bytes(content)
+    pins = {"cifar10": [(sources.SOURCES["cifar10"].files[0].url,
+                         hashlib.sha256(content).hexdigest())]}
+    _pin(monkeypatch, pins)
+    downloads = tmp_path / "data" / "weightspace" / "downloads" / "cifar10"
+    downloads.mkdir(parents=True)
+    (downloads / "cifar-10-binary.tar.gz").write_bytes(content)
+    with pytest.raises(data.DatasetUnavailable, match=r"could not be read \(ValueError: "
+                       r"cifar-10-binary.tar.gz lacks cifar-10-batches-bin/data_batch_1.bin"):
+        data.prepare("cifar10", tmp_path / "data", mirror=_unreachable())
+
+
 def test_data_prepare_rejects_an_unknown_dataset(capsys):
     with pytest.raises(SystemExit):
         main(["data", "prepare", "svhn"])
     assert "invalid choice: 'svhn'" in capsys.readouterr().err
+
+
+def test_data_prepare_with_a_bad_mirror_is_one_line(tmp_path, capsys):
+    assert main(["data", "prepare", "mnist", "--data-dir", str(tmp_path),
+                 "--mirror", "ftp://example.org"]) == 2
+    assert capsys.readouterr().err == ("weightspace data: error: mirror='ftp://example.org' is "
+                                       "not allowed: it must be an http:// or https:// URL "
+                                       "(from the argument or $WEIGHTSPACE_DATA_MIRROR)\n")
 
 
 def test_compare_on_a_dataset_that_cannot_be_fetched_is_one_line_without_traceback(tmp_path):

@@ -5,13 +5,15 @@ process of a multi-host job, find them there."""
 from __future__ import annotations
 
 from weightspace import data
+from weightspace.cli.arguments import reported
 
 
 def run(args) -> int:
     for name in args.names:
-        folder = data.prepare(name, args.data_dir, mirror=args.mirror,
-                              progress=not args.no_progress,
-                              keep_downloads=args.keep_downloads)
+        with reported(ValueError):
+            folder = data.prepare(name, args.data_dir, mirror=args.mirror,
+                                  progress=not args.no_progress,
+                                  keep_downloads=args.keep_downloads)
         ds = data.load(name, data_dir=args.data_dir, download=False)
         print(f"{name}: {len(ds.y_train):,} training and {len(ds.y_test):,} test rows "
               f"in {folder}")

@@ -98,29 +98,37 @@ def prepare(name: str, data_dir: str | os.PathLike | None = None, *,
             keep_downloads: bool = False) -> Path:
     """Fetch, check and convert dataset `name` into data_dir; its folder.
 
-    Does nothing when it is already prepared. mirror: a URL that serves the
-    published files as <mirror>/<name>/<file name> (default
+    Does nothing when it is already prepared. mirror: an http(s) URL that
+    serves the published files as <mirror>/<name>/<file name> (default
     $WEIGHTSPACE_DATA_MIRROR, else the authors' URLs; MNIST's and
-    Fashion-MNIST's files share names); checksums are checked either way. Files already in
-    `downloads_dir` with the right checksum are not downloaded again.
-    Raises DatasetUnavailable when the files cannot be fetched or fail their
-    checksum.
+    Fashion-MNIST's files share names); checksums are checked either way.
+    Files already in `downloads_dir` with the right checksum are not
+    downloaded again. Raises DatasetUnavailable when the files cannot be
+    fetched, fail their checksum or cannot be read.
     """
-    if name not in SOURCES:
-        raise ValueError(f"cannot prepare dataset name={name!r}; prepared datasets: "
-                         f"{', '.join(SOURCES)}")
+    if not isinstance(name, str) or name not in SOURCES:
+        raise ValueError(f"cannot prepare dataset name={name!r}; the downloaded datasets "
+                         f"are: {', '.join(SOURCES)}")
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    if mirror is not None and (not isinstance(mirror, str)
+                               or not mirror.startswith(("http://", "https://"))):
+        raise ValueError(f"mirror={mirror!r} is not allowed: it must be an http:// or "
+                         f"https:// URL (from the argument or ${MIRROR_ENV})")
     root = resolve_data_dir(data_dir)
     final = prepared_dir(name, root)
     if (final / MANIFEST).is_file():
         return final
     source = SOURCES[name]
+    step = "fetched"
     try:
         paths = _fetch(name, source, root, mirror, progress)
+        step = "read"
         arrays = source.read(paths)
     except (OSError, ValueError) as err:
         if (final / MANIFEST).is_file():  # another process prepared it meanwhile
             return final
-        raise unavailable(name, root, f"could not be fetched ({first_line(err)})") from err
+        raise unavailable(name, root, f"could not be {step} ({first_line(err)})") from err
     _write(name, source, arrays, final)
     if not keep_downloads:
         shutil.rmtree(downloads_dir(name, root), ignore_errors=True)
@@ -138,10 +146,9 @@ def _fetch(name: str, source: Source, root: Path, mirror: str | None,
     # Its per-file "Downloading ..." and "will retry" lines would precede the
     # one-line error of a failed fetch; the progress bar says enough.
     pooch.get_logger().setLevel("WARNING")
-    base = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
-    urls = {f.name: (f"{base.rstrip('/')}/{name}/{f.name}" if base else f.url)
+    urls = {f.name: (f"{mirror.rstrip('/')}/{name}/{f.name}" if mirror else f.url)
             for f in source.files}
-    fetcher = pooch.create(path=downloads_dir(name, root), base_url=base or "",
+    fetcher = pooch.create(path=downloads_dir(name, root), base_url=mirror or "",
                            registry={f.name: f"sha256:{f.sha256}" for f in source.files},
                            urls=urls, retry_if_failed=DOWNLOAD_RETRIES)
     downloader = pooch.HTTPDownloader(progressbar=progress, timeout=DOWNLOAD_TIMEOUT_S)
