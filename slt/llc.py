@@ -134,14 +134,16 @@ def _mask_tree(mask, params_star):
 def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: int = 200,
         num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
         nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
-        mask=None, mala_acceptance: bool = True, mesh=None,
-        progress: bool = True) -> LLCEstimate:
+        mask=None, mala_acceptance: bool = True, mesh=None, stacked: bool = False,
+        progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
     """Estimate the local learning coefficient at params_star (see the module docstring).
 
     target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
         callable loss(params, batch) -> mean loss over the batch, with `data` the
         training rows (a pytree of arrays, rows first).
-    params_star: one position (no chain axis), e.g. an SGD solution.
+    params_star: one position (no chain axis), e.g. an SGD solution; with
+        stacked=True, K positions along a leading axis (checkpoints of a
+        training run), estimated together in one compiled program.
     num_chains, num_draws, num_burnin: chains run together (vmap); num_burnin
         steps are discarded, then every step is a draw.
     step_size: eps of w <- w + eps/2 grad log p + N(0, eps) (for "mala", the same
@@ -158,6 +160,13 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     mesh: the ("chain", "data") mesh (ws.sharding.make_mesh) for a callable loss;
         a Posterior brings its own. Chains are spread along "chain" (num_chains
         must be a multiple of its size), minibatches along "data".
+    stacked: params_star is a stack; returns one LLCEstimate per position. The
+        K x num_chains chains run as one vmapped batch (K x num_chains must be
+        a multiple of the mesh's "chain" size), and each position's chains get
+        the same keys as an unstacked call with `key`, so estimate k equals
+        `llc(target, position_k, key, ...)` (common random numbers across
+        positions: the differences along a curve are less noisy than
+        separate keys would make them).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}; got sampler={sampler!r}")
@@ -169,7 +178,6 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     key = validation.prng_key("key", key)
     tree, n, mesh = _resolve(target, data, mesh)
     is_posterior = tree is target
-    validation.chains_fit_mesh(num_chains, mesh)
     if nbeta is None:
         if n < 2:
             raise ValueError(f"nbeta=None needs at least 2 training rows (n / log n); n={n}")
@@ -190,23 +198,46 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
                                else jnp.asarray(w), params_star)
     if not all(bool(jnp.all(jnp.isfinite(w))) for w in jax.tree.leaves(params_star)):
         raise ValueError("params_star holds NaN or inf")
-    moves = _mask_tree(mask, params_star)
+    if not isinstance(stacked, bool):
+        raise TypeError(f"stacked must be True or False, got stacked={stacked!r}")
+    if stacked:
+        sizes = {int(np.shape(w)[0]) if np.ndim(w) else None for w in jax.tree.leaves(params_star)}
+        if len(sizes) != 1 or None in sizes or 0 in sizes:
+            raise ValueError(f"stacked=True needs every leaf of params_star to have the same "
+                             f"leading (position) axis of at least 1; leading sizes: "
+                             f"{sorted(sizes, key=str)}")
+        num_positions = sizes.pop()
+        stars = params_star
+    else:
+        num_positions = 1
+        stars = jax.tree.map(lambda w: w[None], params_star)
+    if not stacked:
+        validation.chains_fit_mesh(num_chains, mesh)
+    elif mesh is not None and (num_positions * num_chains) % mesh.shape["chain"]:
+        raise ValueError(f"{num_positions} positions x num_chains={num_chains} chains is not "
+                         f"allowed on a mesh whose 'chain' axis has {mesh.shape['chain']} "
+                         f"devices: the product must be a multiple of {mesh.shape['chain']}")
+    moves = _mask_tree(mask, jax.tree.map(lambda w: w[0], stars))
 
     block = min(num_burnin + num_draws, 100)
     program = _Program(sampler, None if is_posterior else target, n, batch_size,
                        bool(mala_acceptance), moves is not None, block, mesh)
-    init_state, run_block, full_loss = _compiled(program)
+    init_states, run_block, full_losses = _compiled(program)
     hyper = {"step_size": jnp.float32(step_size), "nbeta": jnp.float32(nbeta),
              "gamma": jnp.float32(gamma)}
-    args = (tree, params_star, moves, hyper)
-    init_loss = float(full_loss(args))
-    if not math.isfinite(init_loss):
-        raise ValueError(f"the loss at params_star is {init_loss}: not finite")
+    args = (tree, moves, hyper)
+    init_loss = np.asarray(full_losses(args, stars), np.float64)
+    if not np.isfinite(init_loss).all():
+        bad = np.flatnonzero(~np.isfinite(init_loss)).tolist()
+        raise ValueError(f"the loss at params_star{f' (positions {bad})' if stacked else ''} "
+                         f"is {init_loss[bad].tolist() if stacked else init_loss[0]}: "
+                         f"not finite")
     total = num_burnin + num_draws
+    # Chain c of every position has the keys of chain c of an unstacked call.
     keys = jax.random.key_data(jax.random.split(key, (num_chains, 2)))
-    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *jnp.shape(x))),
-                         init_state(args))
-    carry = (keys, state)
+    keys = jnp.tile(keys, (num_positions, 1, 1))
+    per_chain = lambda tree: jax.tree.map(lambda x: jnp.repeat(x, num_chains, axis=0), tree)
+    carry = (keys, per_chain(init_states(args, stars)), per_chain(stars))
     if mesh is not None:
         carry = jax.device_put(carry, driver.chain_sharding(mesh))
     losses, accepts, divergent = [], [], []
@@ -220,22 +251,36 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
             bar.update(min(block, total - t0))
     loss = np.concatenate(losses, axis=1)[:, num_burnin:total]
     accept = np.concatenate(accepts, axis=1)[:, num_burnin:total]
-    div = np.concatenate(divergent, axis=1)[:, :total]
-    diverged = div.any(axis=1) | ~np.isfinite(loss).all(axis=1)
+    div = np.concatenate(divergent, axis=1)[:, :total].any(axis=1)
+    state = carry[1] if sampler == "mala" else carry[1][0]
+    last = jax.tree.map(np.asarray, _restrict(moves, state.position, carry[2]))
+    with_acceptance = sampler == "mala" or bool(mala_acceptance)
+    estimates = []
+    for k in range(num_positions):
+        chains = slice(k * num_chains, (k + 1) * num_chains)
+        estimates.append(_estimate(
+            loss[chains], accept[chains] if with_acceptance else None, div[chains],
+            float(init_loss[k]), float(nbeta),
+            jax.tree.map(lambda x: x[chains], last)))
+    return estimates if stacked else estimates[0]
+
+
+def _estimate(loss, accept, divergent, init_loss: float, nbeta: float, last) -> LLCEstimate:
+    """One position's LLCEstimate from its chains' losses (chain, draw), step
+    acceptances (chain, draw) or None, and divergence flags (chain,)."""
+    diverged = divergent | ~np.isfinite(loss).all(axis=1)
     per_chain = nbeta * (loss.mean(axis=1) - init_loss)
     per_chain = np.where(diverged, np.nan, per_chain)
     healthy = per_chain[~diverged]
     mean = float(healthy.mean()) if healthy.size else float("nan")
     std = float(healthy.std(ddof=1)) if healthy.size > 1 else float("nan")
     acceptance = None
-    if sampler == "mala" or mala_acceptance:
+    if accept is not None:
         acceptance = np.nanmean(np.where(np.isfinite(accept), accept, np.nan), axis=1)
-    unhealthy = (np.zeros(num_chains, bool) if acceptance is None
+    unhealthy = (np.zeros(len(loss), bool) if acceptance is None
                  else ~(acceptance >= MIN_ACCEPTANCE))
     below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
-    state = carry[1] if sampler == "mala" else carry[1][0]
-    last = jax.tree.map(np.asarray, _restrict(moves, state.position, params_star))
-    return LLCEstimate(mean, std, per_chain, loss, init_loss, float(nbeta), acceptance,
+    return LLCEstimate(mean, std, per_chain, loss, init_loss, nbeta, acceptance,
                        diverged, below, unhealthy & ~diverged, last)
 
 
@@ -265,9 +310,11 @@ def _restrict(moves, new, old):
 
 @functools.lru_cache(maxsize=16)
 def _compiled(program: _Program):
-    """(init(args) -> one chain's state, run_block(args, carry, t0) -> (carry,
-    (loss, acceptance, divergent), each (chain, block)), full_loss(args) ->
-    L_n(w*)), args = (tree, w*, moves, hyper)."""
+    """(init_states(shared, stars) -> each position's chain state, run_block(shared,
+    carry, t0) -> (carry, (loss, acceptance, divergent), each (chain, block)),
+    full_losses(shared, stars) -> L_n at each position), shared = (tree, moves,
+    hyper), stars a stack of positions, carry = (keys, state, w*) per chain.
+    Inside, args = (tree, w*, moves, hyper) for one chain."""
     p = program
     full_batch = p.batch_size is None
 
@@ -365,12 +412,22 @@ def _compiled(program: _Program):
             est = lambda w: logdensity(w, batch_at(args, None, 0), args)
             return state, jax.value_and_grad(est)(args[1])
 
-    def one(args, carry, t0):
-        keys, state = carry
-        state, stats = chain_block(args, state, keys, t0)
-        return (keys, state), stats
+    def with_star(shared, star):
+        tree, moves, hyper = shared
+        return tree, star, moves, hyper
 
-    return jax.jit(init), driver.chainwise(one, p.mesh), jax.jit(full_loss)
+    def one(shared, carry, t0):
+        keys, state, star = carry
+        state, stats = chain_block(with_star(shared, star), state, keys, t0)
+        return (keys, state, star), stats
+
+    def init_states(shared, stars):
+        return jax.vmap(lambda star: init(with_star(shared, star)))(stars)
+
+    def full_losses(shared, stars):
+        return jax.vmap(lambda star: full_loss(with_star(shared, star)))(stars)
+
+    return jax.jit(init_states), driver.chainwise(one, p.mesh), jax.jit(full_losses)
 
 
 def _distance2(a, b):

@@ -156,3 +156,57 @@ def test_calibrate_keeps_the_largest_stable_step_size(tmp_path):
     assert "suggested step size" in str(cal)
     for r in cal.rows[:2]:
         assert abs(r["mean"] - 3.0) < 0.45  # d/2 within 15% at these sizes
+
+
+# --- a stack of positions (checkpoints of a training run) in one program ----
+
+def _checkpoints(post, num):
+    """`num` positions along a short SGD-like path from the network's init."""
+    w0 = post.init(jax.random.key(0))
+    direction = jax.grad(post.logdensity)(w0)
+    return jax.tree.map(lambda w, g: jnp.stack([w + 1e-4 * k * g for k in range(num)]),
+                        w0, direction)
+
+
+@pytest.mark.parametrize("sampler, batch_size", [("sgld", 64), ("sgld", None),
+                                                 ("rmsprop_sgld", 64), ("mala", None)])
+@pytest.mark.parametrize("devices", ["one", "mesh"])
+def test_a_stack_of_positions_equals_separate_calls_with_the_same_key(digits, sampler,
+                                                                      batch_size, devices):
+    from conftest import one_device_mesh
+
+    mesh = (one_device_mesh() if devices == "one"
+            else ws.sharding.make_mesh(num_chains=4, num_data=2))
+    post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0,
+                               mesh=mesh)
+    stars = _checkpoints(post, 3)
+    kw = dict(num_chains=4, num_draws=20, num_burnin=5, step_size=1e-5, sampler=sampler,
+              batch_size=batch_size, progress=False)
+    stacked = ws.slt.llc(post, stars, jax.random.key(1), stacked=True, **kw)
+    assert len(stacked) == 3
+    for k, together in enumerate(stacked):
+        alone = ws.slt.llc(post, jax.tree.map(lambda w: w[k], stars), jax.random.key(1), **kw)
+        assert together.init_loss == pytest.approx(alone.init_loss, rel=1e-6)
+        np.testing.assert_allclose(together.loss_trace, alone.loss_trace, rtol=1e-5)
+        np.testing.assert_allclose(together.per_chain, alone.per_chain, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(together.mala_acceptance, alone.mala_acceptance,
+                                   rtol=1e-4, atol=1e-5)
+        assert together.flags == alone.flags
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     together.last_position, alone.last_position)
+
+
+def test_a_stack_needs_one_leading_axis_and_positions_x_chains_to_fit_the_mesh(digits):
+    mesh = ws.sharding.make_mesh(num_chains=4, num_data=2)
+    post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0,
+                               mesh=mesh)
+    stars = _checkpoints(post, 3)
+    # 3 positions x 4 chains fit a 4-device chain axis; 3 x 2 do not.
+    with pytest.raises(ValueError, match="3 positions x num_chains=2 chains"):
+        ws.slt.llc(post, stars, jax.random.key(0), num_chains=2, stacked=True, progress=False)
+    leaves, structure = jax.tree.flatten(stars)
+    ragged = jax.tree.unflatten(structure, [leaves[0][:2], *leaves[1:]])
+    with pytest.raises(ValueError, match="same leading"):
+        ws.slt.llc(post, ragged, jax.random.key(0), stacked=True, progress=False)
+    with pytest.raises(TypeError, match="stacked='yes'"):
+        ws.slt.llc(post, stars, jax.random.key(0), stacked="yes", progress=False)
