@@ -97,11 +97,17 @@ def _nll_of(posterior, num_data: int):
 
 def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
            learning_rate, optimizer, momentum, schedule, eval_x, predict_fn, mesh,
-           run_dir, checkpoint_every, checkpoint_seconds, progress):
+           run_dir, checkpoint_every, checkpoint_seconds, progress, save_every=None):
     """The body of `sgd` and `deep_ensemble`: their checks, then one driver call
-    in which one warmup step is one epoch and the one kept draw is the end."""
+    in which one warmup step is one epoch and the one kept draw is the end, or,
+    with save_every, each kept draw is the parameters after save_every more epochs."""
     num_chains = validation.positive_int("num_chains", num_chains)
     num_epochs = validation.positive_int("num_epochs", num_epochs)
+    if save_every is not None:
+        save_every = validation.positive_int("save_every", save_every)
+        if num_epochs % save_every:
+            raise ValueError(f"save_every={save_every} does not divide num_epochs="
+                             f"{num_epochs}: the last draw must be the end of training")
     learning_rate = validation.positive_float("learning_rate", learning_rate)
     validation.choice("optimizer", optimizer, ("sgd", "adam"))
     momentum = _momentum(momentum)
@@ -111,10 +117,13 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
         return algorithm(kind, tgt, num_chains=num_chains, num_epochs=num_epochs,
                          batch_size=_batch_size(batch_size, tgt.num_data),
                          learning_rate=learning_rate, optimizer=optimizer,
-                         momentum=momentum, schedule=schedule)
+                         momentum=momentum, schedule=schedule, save_every=save_every)
 
+    draws = 1 if save_every is None else num_epochs // save_every
     trace = driver.sample(build, target, key, init=init, data=data, minibatch=True,
-                          num_chains=num_chains, num_samples=1, num_warmup=num_epochs,
+                          num_chains=num_chains, num_samples=draws,
+                          num_warmup=num_epochs if save_every is None else 0,
+                          thin=save_every or 1,
                           eval_x=eval_x, predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
                           checkpoint_every=checkpoint_every,
                           checkpoint_seconds=checkpoint_seconds, progress=progress)
@@ -128,9 +137,11 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
 
 def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: int,
               learning_rate: float, optimizer: str, momentum: float,
-              schedule: str) -> Algorithm:
+              schedule: str, save_every: int | None = None) -> Algorithm:
     """Minibatch SGD (or Adam) for the driver, on a MinibatchTarget: a warmup
-    step is an epoch, the one sample step returns the final parameters."""
+    step is an epoch, the one sample step returns the final parameters; with
+    save_every, there is no warmup and a sample step is save_every epochs,
+    returning the parameters (a checkpoint of the training run) after them."""
     num_data, mesh = tgt.num_data, tgt.mesh
     per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
     total_steps = num_epochs * per_epoch
@@ -182,13 +193,24 @@ def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: i
     def final(tree, c: SGDChains, t):
         return c, c.last, jnp.float32(0.0)
 
+    def epochs(tree, c: SGDChains, t):
+        """save_every epochs from epoch t; the stats are the last epoch's."""
+        def body(c, i):
+            c, _, cost = epoch(tree, c, t + i)
+            return c, cost
+        c, cost = jax.lax.scan(body, c, jnp.arange(save_every, dtype=jnp.int32))
+        return c, c.last, jnp.sum(cost)
+
     settings = {"num_epochs": num_epochs, "batch_size": batch_size,
                 "learning_rate": learning_rate, "optimizer": optimizer,
                 "momentum": momentum, "schedule": schedule}
+    if save_every is not None:  # a run directory without it reads as the end only
+        settings["save_every"] = save_every
     info = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule,
             "learning_rate": learning_rate, "num_epochs": num_epochs,
             "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data}
-    return Algorithm(name=kind, init=init, warmup_step=epoch, sample_step=final,
+    return Algorithm(name=kind, init=init, warmup_step=epoch,
+                     sample_step=final if save_every is None else epochs,
                      position=lambda c: c.params, settings=settings,
                      info=lambda c: dict(info), num_keys=1)
 
@@ -197,9 +219,11 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
         batch_size: int, learning_rate: float, optimizer: str = "sgd",
         momentum: float = SGD_MOMENTUM, schedule: str = "cosine", eval_x=None,
         predict_fn=None, mesh=None, run_dir=None, checkpoint_every: int = 1,
-        checkpoint_seconds: float = 300.0, progress: bool = True):
+        checkpoint_seconds: float = 300.0, progress: bool = True,
+        save_every: int | None = None):
     """The MAP by minibatch SGD (see the module docstring). Returns a `Trace`
-    with one draw per chain: the final parameters.
+    with one draw per chain: the final parameters; with `save_every`, one draw
+    every save_every epochs (the training run's checkpoints, the last the end).
 
     target: a Posterior, or a callable logdensity(position, batch) -> unbiased
         estimate of the full log density with `data` the training rows (a
@@ -217,8 +241,14 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
     progress: as for ws.samplers.sgld; checkpoint_every counts epochs, so a killed
         run resumes from its last epoch to the parameters an uninterrupted one ends with.
 
-    Trace: positions leaves (chain, 1, ...); predictions (chain, 1, n_eval, ...)
-    for eval_x; stats (chain, 1): "loss", the mean minibatch L(w) of the last
+    save_every: keep the parameters after every save_every epochs (it must
+        divide num_epochs), stored in run_dir like draws: a killed run resumes
+        and `ws.samplers.load` reads them lazily. For LLC curves
+        (`ws.slt.llc(..., stacked=True)`).
+
+    Trace: positions leaves (chain, draws, ...), draws = 1 or num_epochs /
+    save_every; predictions (chain, draws, n_eval, ...) for eval_x; stats
+    (chain, draws): "loss", the mean minibatch L(w) of the last
     epoch (it includes the prior's normalizing constant / N); "nll" (Posterior
     targets), the mean minibatch negative log likelihood of the last epoch;
     "learning_rate", the last step's.
@@ -228,7 +258,8 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
                   learning_rate=learning_rate, optimizer=optimizer, momentum=momentum,
                   schedule=schedule, eval_x=eval_x, predict_fn=predict_fn, mesh=mesh,
                   run_dir=run_dir, checkpoint_every=checkpoint_every,
-                  checkpoint_seconds=checkpoint_seconds, progress=progress)
+                  checkpoint_seconds=checkpoint_seconds, progress=progress,
+                  save_every=save_every)
 
 
 def deep_ensemble(target, key, num_members: int, **sgd_kwargs):

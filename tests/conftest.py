@@ -104,6 +104,7 @@ UNIT_SECONDS = {
     "tests/test_multiprocess.py": 70,
     "tests/test_notebook.py": 70,
     _KILL + "[sgld]": 60,
+    _KILL + "[sgd_checkpoints]": 60,
     "tests/test_adding_a_sampler.py": 60,
     "tests/test_align.py": 60,
     "tests/test_rhat_ess.py": 40,

@@ -3,7 +3,8 @@ exchange on a small digits posterior into each RUN_DIR in turn (resuming a
 RUN_DIR that holds the same run): one process can finish a killed run and then
 make the uninterrupted one, its programs already compiled.
 
-usage: python run_worker.py {hmc,sgld,mclmc,mams,replica_exchange} RUN_DIR [RUN_DIR ...]
+usage: python run_worker.py {hmc,sgld,sgd_checkpoints,mclmc,mams,replica_exchange}
+       RUN_DIR [RUN_DIR ...]
 """
 
 import sys
@@ -15,7 +16,8 @@ import weightspace as ws
 
 NUM_SAMPLES = 30
 # Driver steps of each run (warmup transitions + kept draws).
-NUM_STEPS = {"hmc": 8 + NUM_SAMPLES, "sgld": 20 + NUM_SAMPLES, "mclmc": 100 + NUM_SAMPLES,
+NUM_STEPS = {"hmc": 8 + NUM_SAMPLES, "sgld": 20 + NUM_SAMPLES, "sgd_checkpoints": NUM_SAMPLES,
+             "mclmc": 100 + NUM_SAMPLES,
              "mams": 110 + NUM_SAMPLES, "replica_exchange": 50 + NUM_SAMPLES}
 
 
@@ -39,6 +41,11 @@ def main(sampler: str, run_dir: str, num_samples: int = NUM_SAMPLES) -> None:
         ws.samplers.replica_exchange(post, jax.random.key(11), num_temperatures=4,
                                      num_warmup=50, trajectory_length=0.05,
                                      **{**common, "checkpoint_every": 10})
+    elif sampler == "sgd_checkpoints":
+        # A training run kept every 2 epochs: its checkpoints are its draws.
+        common.pop("num_samples")
+        ws.samplers.sgd(post, jax.random.key(11), num_epochs=2 * num_samples, save_every=2,
+                        batch_size=32, learning_rate=1e-3, **common)
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,
                          step_size=1e-4, thin=7, **common)

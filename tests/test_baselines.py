@@ -4,6 +4,7 @@ Run as a script, this file is the worker of the kill-and-resume test:
     python test_baselines.py RUN_DIR
 """
 
+import functools
 import json
 import random
 import re
@@ -182,6 +183,25 @@ def test_sgd_killed_mid_run_resumes_to_the_parameters_of_an_uninterrupted_run(
         _small_run(run_dir, small_post, learning_rate=0.2)
 
 
+@pytest.mark.parametrize("train", ["sgd", "deep_ensemble"])
+def test_checkpoints_every_k_epochs_end_at_the_parameters_of_a_run_without_them(small_post,
+                                                                                 train):
+    kw = dict(num_epochs=6, batch_size=32, learning_rate=1e-3, progress=False)
+    run = (functools.partial(ws.samplers.sgd, num_chains=2) if train == "sgd"
+           else functools.partial(ws.samplers.deep_ensemble, num_members=2))
+    end = run(small_post, jax.random.key(3), **kw)
+    kept = run(small_post, jax.random.key(3), save_every=2, **kw)
+    assert kept.num_chains == 2 and kept.num_draws == 3 and end.num_draws == 1
+    for a, b in zip(jax.tree.leaves(kept.positions), jax.tree.leaves(end.positions)):
+        np.testing.assert_allclose(a[:, -1], b[:, 0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(kept.stats["loss"][:, -1], end.stats["loss"][:, 0], rtol=1e-5)
+    # The checkpoints are where training was, not copies of its end.
+    first = jax.tree.leaves(kept.positions)[0]
+    assert not np.allclose(first[:, 0], first[:, -1])
+    # Each checkpoint costs its 2 epochs: 9 steps x 32 rows of 300, in full-batch gradients.
+    np.testing.assert_allclose(kept.stats["grad_evals"], 2 * 9 * 32 / 300, rtol=1e-6)
+
+
 # ------------------------------------------------------------------ bad input
 
 def _call(fn, post, **overrides):
@@ -199,6 +219,8 @@ def _call(fn, post, **overrides):
     ({"momentum": 1.5}, "momentum=1.5"),
     ({"schedule": "linear"}, "schedule='linear'"),
     ({"num_chains": 0}, "num_chains=0"),
+    ({"save_every": 0}, "save_every=0"),
+    ({"num_epochs": 3, "save_every": 2}, "save_every=2 does not divide num_epochs=3"),
 ])
 def test_sgd_refuses_bad_input_naming_the_argument_and_value(small_post, overrides, shown):
     with pytest.raises((ValueError, TypeError), match=re.escape(shown)):

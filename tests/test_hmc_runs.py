@@ -67,7 +67,7 @@ def _kill_mid_run(sampler, run_dir, rng, key, last):
     pytest.fail(f"the {sampler} worker finished before every one of 5 kills")
 
 
-@pytest.mark.parametrize("sampler", ["hmc", "sgld"])
+@pytest.mark.parametrize("sampler", ["hmc", "sgld", "sgd_checkpoints"])
 def test_sigkill_at_a_random_moment_then_resume_gives_the_uninterrupted_draws(tmp_path,
                                                                               sampler):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
