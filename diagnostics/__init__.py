@@ -7,7 +7,12 @@ from weightspace.diagnostics.align import align_permutations
 from weightspace.diagnostics.basin_assignment import BasinAssignment, assign_basins
 from weightspace.diagnostics.basins import BasinReport, basins
 from weightspace.diagnostics.ess import ess
-from weightspace.diagnostics.plots import plot_reliability, plot_rhat, plot_trace
+from weightspace.diagnostics.plots import (
+    plot_llc_curve,
+    plot_reliability,
+    plot_rhat,
+    plot_trace,
+)
 from weightspace.diagnostics.predictive import (
     accuracy, agreement, brier, classification_metrics, ece, ensemble_predictive,
     gaussian_nll, nll, regression_metrics, reliability_bins, rmse, total_variation)
@@ -18,6 +23,6 @@ __all__ = ["accuracy", "agreement", "align_permutations", "assign_basins", "Basi
            "BasinReport", "basins", "brier",
            "classification_metrics",
            "ece", "ensemble_predictive", "ess", "gaussian_nll", "gradient_cost", "nll",
-           "plot_reliability",
+           "plot_llc_curve", "plot_reliability",
            "plot_rhat", "plot_trace", "regression_metrics", "reliability_bins", "rhat",
            "rhat_summary", "rmse", "Summary", "summary", "total_variation"]

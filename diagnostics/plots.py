@@ -364,3 +364,77 @@ def plot_reliability(probs, labels, *, num_bins: int = 15, path=None,
     bottom.set_xlabel("confidence (max probability)")
     bottom.set_ylabel("count")
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------
+# LLC against the training step
+
+
+def _curves(name: str, value, shape: tuple[int, int] | None) -> np.ndarray:
+    """A (curve, step) float array of finite or NaN values (a 1-d value is one curve)."""
+    array = np.asarray(value, np.float64)
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim != 2 or (shape is not None and array.shape != shape):
+        want = "(curve, step)" if shape is None else f"shape {shape}"
+        raise ValueError(f"{name} must be {want}, like llc_mean; got shape "
+                         f"{np.shape(value)}")
+    if np.isinf(array).any():
+        raise ValueError(f"{name} holds inf; missing values are NaN")
+    return array
+
+
+def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=None,
+                   labels=None, step_label: str = "step", path=None,
+                   title: str | None = None) -> Figure:
+    """Local learning coefficients along a training run: each curve's LLC
+    estimate with error bars (llc_std, e.g. the sd across the estimator's
+    chains) above, and its training and test loss below, against the step.
+
+    steps: (step,) increasing; llc_mean, llc_std, train_loss, test_loss:
+    (curve, step) or (step,), NaN where there is no value (a diverged estimate
+    is drawn as a gap, not hidden by a line through it). labels: one per curve.
+    """
+    path, title = _path(path), _title(title)
+    steps = np.asarray(steps, np.float64)
+    if steps.ndim != 1 or steps.size == 0 or not np.isfinite(steps).all() \
+            or (np.diff(steps) <= 0).any():
+        raise ValueError(f"steps must be a non-empty increasing 1-d array of finite "
+                         f"values, got {np.asarray(steps).tolist()!r}")
+    mean = _curves("llc_mean", llc_mean, None)
+    if mean.shape[1] != steps.size:
+        raise ValueError(f"llc_mean has {mean.shape[1]} steps, steps has {steps.size}")
+    std = None if llc_std is None else _curves("llc_std", llc_std, mean.shape)
+    losses = {name: _curves(name, value, mean.shape)
+              for name, value in (("train_loss", train_loss), ("test_loss", test_loss))
+              if value is not None}
+    if labels is None:
+        labels = [None] * len(mean) if len(mean) == 1 else [f"curve {i}"
+                                                            for i in range(len(mean))]
+    if len(labels) != len(mean) or not all(x is None or isinstance(x, str) for x in labels):
+        raise ValueError(f"labels must be {len(mean)} str, got {labels!r}")
+
+    from matplotlib.figure import Figure  # slow to import; only figures need it
+
+    rows = 2 if losses else 1
+    fig = Figure(figsize=(6.4, 3.2 * rows + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
+    for i, label in enumerate(labels):
+        axes[0].errorbar(steps, mean[i], yerr=None if std is None else std[i], marker="o",
+                         markersize=3, capsize=2, color=f"C{i}", label=label)
+        if losses:
+            for name, style in (("train_loss", "-"), ("test_loss", "--")):
+                if name in losses:
+                    what = "training" if name == "train_loss" else "test"
+                    axes[1].plot(steps, losses[name][i], style, color=f"C{i}",
+                                 label=f"{what}{'' if label is None else f' ({label})'}")
+    axes[0].set_ylabel("LLC estimate" + ("" if std is None else " (+- sd)"))
+    axes[0].set_title(title if title is not None else "Local learning coefficient "
+                                                      "along training")
+    if any(label is not None for label in labels):
+        axes[0].legend(fontsize="small")
+    if losses:
+        axes[1].set_ylabel("loss")
+        axes[1].legend(fontsize="small")
+    axes[-1].set_xlabel(step_label)
+    return _save(fig, path)

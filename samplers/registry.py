@@ -170,7 +170,11 @@ register(Entry(
         Option("momentum", "momentum", "nonnegative_float", "Izmailov et al. 2021",
                default=0.9),  # Izmailov et al. 2021 (SGD baselines)
         Option("lr_schedule", "schedule", "str", "Izmailov et al. 2021", default="cosine",
-               choices=("cosine", "constant")))))
+               choices=("cosine", "constant")),
+        Option("save_every", "save_every", "positive_int",
+               "keep each member's parameters every this many epochs as its draws (it "
+               "must divide --epochs; the last is the solution): the checkpoints that "
+               "`weightspace llc --run RUN --checkpoints all` estimates"))))
 
 
 _MICROCANONICAL = (

@@ -183,6 +183,8 @@ def test_llc_dln_prints_the_theory_value_and_the_relative_error(tmp_path, capsys
      "only used with --calibrate"),
     (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--draws", "all"],
      "--draws all is only for --run"),
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--checkpoints", "all"],
+     "--checkpoints all is only for --run"),
     (["llc", "--run", "nowhere", "--widths", "4,3"], "--widths: only for --dataset dln"),
     (["llc", "--run", "nowhere"], "--run nowhere: no such directory"),
     (["llc", "--dataset", "dln", "--step-size", "-1"], "argument --step-size"),
@@ -233,6 +235,57 @@ def test_llc_run_refuses_bad_draws(sgd_run, capsys):
                            ("0,-2", "-2 out of range")):
         code, _, err = run(["llc", "--run", out, "--draws", draws], capsys)
         assert code == 2 and message in err, err
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory):
+    """Two SGD members trained for 6 epochs, each kept every 2 epochs."""
+    out = tmp_path_factory.mktemp("cli") / "sgd-checkpoints"
+    code = main([str(a) for a in ["sample", *TINY, "--sampler", "sgd", "--chains", "2",
+                                  "--epochs", "6", "--save-every", "2", "--learning-rate",
+                                  "0.05", "--batch-size", "50", "--out", out]])
+    assert code == 0
+    return out
+
+
+def test_llc_checkpoints_draw_the_curve_of_each_member_in_one_program(checkpointed_run,
+                                                                     capsys):
+    out = checkpointed_run
+    code, stdout, err = run(["llc", "--run", out, "--checkpoints", "all", "--batch-size",
+                             "50", *LLC_TINY], capsys)
+    assert code == 0, err
+    report = json.loads((out / "llc.json").read_text())
+    assert [(r["chain"], r["epoch"]) for r in report["results"]] == [
+        (c, e) for c in (0, 1) for e in (2, 4, 6)]
+    assert all(np.isfinite(r["test_nll"]) and np.isfinite(r["init_loss"])
+               for r in report["results"])
+    assert (out / "llc_curve.png").stat().st_size > 0
+    assert "epoch" in stdout.splitlines()[1] and f"wrote {out / 'llc.json'}" in stdout
+    # Member 1's first checkpoint, estimated alone with its chain's key.
+    post = tiny_posterior()
+    trace = ws.samplers.load(out, template=post.init(jax.random.key(0)))
+    assert trace.num_draws == 3
+    params = jax.tree.map(lambda x: np.asarray(x[1, 0]), trace.positions)
+    direct = ws.slt.llc(post, params, jax.random.fold_in(jax.random.key(0), 1), num_chains=2,
+                        num_draws=20, num_burnin=10, step_size=1e-4, batch_size=50,
+                        progress=False)
+    result = report["results"][3]
+    np.testing.assert_allclose(result["per_chain"], direct.per_chain, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(result["init_loss"], direct.init_loss, rtol=1e-6)
+    # The run's test-set predictions at that checkpoint give its test NLL.
+    data = ws.data.load("digits", seed=0, n_train=200)
+    np.testing.assert_allclose(result["test_nll"],
+                               ws.diagnostics.nll(trace.predictions[1, 0], data.y_test))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--checkpoints", "0", "--draws", "0"], "--draws 0 and --checkpoints 0: give one"),
+    (["--checkpoints", "5"], "--checkpoints 5: 5 out of range: the run has 3 draw(s)"),
+    (["--checkpoints", "early"], "--checkpoints must be 'last', 'all' or comma-separated"),
+])
+def test_llc_refuses_bad_checkpoints(checkpointed_run, capsys, extra, message):
+    code, _, err = run(["llc", "--run", checkpointed_run, *extra], capsys)
+    assert code == 2 and message in err, err
 
 
 def test_resuming_with_another_posterior_is_refused(sgd_run, capsys):

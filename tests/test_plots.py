@@ -379,3 +379,30 @@ def test_bad_input_raises_before_any_file_or_directory_is_written(tmp_path):
     with pytest.raises(ValueError):
         plots.plot_reliability(PROBS, LABELS, num_bins=0, path=target)
     assert not (tmp_path / "out").exists()
+
+
+def test_llc_curve_draws_each_curve_with_error_bars_and_its_losses(tmp_path):
+    steps = [2, 4, 6]
+    mean = [[1.0, 2.0, np.nan], [0.5, 1.5, 2.5]]  # a diverged estimate is a gap
+    fig = plots.plot_llc_curve(steps, mean, [[0.1, 0.2, np.nan], [0.1, 0.1, 0.1]],
+                               train_loss=[[1.0, 0.5, 0.4], [1.1, 0.6, 0.5]],
+                               test_loss=[[1.1, 0.6, 0.5], [1.2, 0.7, 0.6]],
+                               labels=["a", "b"], step_label="epoch",
+                               path=tmp_path / "curve.png")
+    top, bottom = fig.axes
+    assert len(top.containers) == 2 and len(bottom.lines) == 4
+    np.testing.assert_array_equal(top.containers[1].lines[0].get_ydata(), mean[1])
+    assert bottom.get_xlabel() == "epoch" and (tmp_path / "curve.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(steps=[2, 2, 6]), "steps must be a non-empty increasing"),
+    (dict(llc_mean=[[1.0, 2.0]]), "llc_mean has 2 steps, steps has 3"),
+    (dict(llc_std=[[0.1, 0.1]]), "llc_std must be shape (1, 3)"),
+    (dict(test_loss=[np.inf, 1.0, 1.0]), "test_loss holds inf"),
+    (dict(labels=["a", "b"]), "labels must be 1 str"),
+])
+def test_bad_llc_curve_inputs_raise_naming_the_argument(kwargs, words):
+    args = {"steps": [2, 4, 6], "llc_mean": [[1.0, 2.0, 3.0]], **kwargs}
+    with pytest.raises(ValueError, match=re.escape(words)):
+        plots.plot_llc_curve(**args)

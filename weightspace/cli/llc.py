@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from weightspace import samplers, slt
+from weightspace import diagnostics, samplers, slt
 from weightspace.cli.arguments import (
     CommandError,
     flag,
@@ -48,8 +48,9 @@ def _result(est) -> dict:
             "flags": est.flags}
 
 
-def _parse_draws(text: str, num_draws: int) -> list[int]:
-    """Draw indices (0 <= i < num_draws) of --draws: last, all, or a list."""
+def _parse_draws(text: str, num_draws: int, option: str = "--draws") -> list[int]:
+    """Draw indices (0 <= i < num_draws) of --draws (or --checkpoints): last,
+    all, or a list."""
     if text == "last":
         return [num_draws - 1]
     if text == "all":
@@ -59,11 +60,11 @@ def _parse_draws(text: str, num_draws: int) -> list[int]:
     except ValueError:
         picked = []
     if not picked:
-        raise CommandError(f"--draws must be 'last', 'all' or comma-separated draw "
-                           f"indices; got --draws {text!r}")
+        raise CommandError(f"{option} must be 'last', 'all' or comma-separated draw "
+                           f"indices; got {option} {text!r}")
     bad = [i for i in picked if not -num_draws <= i < num_draws]
     if bad:
-        raise CommandError(f"--draws {text}: {', '.join(map(str, bad))} out of range: the "
+        raise CommandError(f"{option} {text}: {', '.join(map(str, bad))} out of range: the "
                            f"run has {num_draws} draw(s) per chain (indices 0..{num_draws - 1}"
                            f", or -{num_draws}..-1 from the end)")
     return list(dict.fromkeys(i % num_draws for i in picked))
@@ -96,7 +97,7 @@ def _read_command(run_dir: Path) -> dict:
 def _llc_run(args) -> int:
     run_dir = Path(args.run)
     command = _read_command(run_dir)
-    _, _, post = rebuild.from_command(command, job_mesh())
+    data, _, post = rebuild.from_command(command, job_mesh())
     template = jax.eval_shape(post.init, jax.random.key(0))
     try:
         trace = samplers.load(run_dir, template=template)
@@ -109,6 +110,8 @@ def _llc_run(args) -> int:
                                f"rebuilt from its command.json", 1)
     if trace.num_draws == 0:
         raise CommandError(f"--run {run_dir} holds no committed draws yet")
+    if args.checkpoints is not None:
+        return _llc_curve(args, run_dir, command, data, post, trace)
     draws = _parse_draws(args.draws, trace.num_draws)
     step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
     settings = _llc_settings(args, step_size)
@@ -144,13 +147,71 @@ def _llc_run(args) -> int:
     return 0
 
 
+def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
+    """--checkpoints: the LLC at draws of each chain (for `sample --sampler sgd
+    --save-every K`, each member's training checkpoints) in one compiled program
+    per chain, with the training and test loss there, a table, llc.json and
+    llc_curve.png."""
+    draws = _parse_draws(args.checkpoints, trace.num_draws, "--checkpoints")
+    step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
+    settings = _llc_settings(args, step_size)
+    every = trace.info.get("config", {}).get("save_every")
+    steps = [(d + 1) * every for d in draws] if every else list(draws)
+    step_label = "epoch" if every else "draw"
+    test_nll = np.full((trace.num_chains, len(draws)), np.nan)
+    if trace.predictions is not None and data.num_classes is not None:
+        for chain in range(trace.num_chains):
+            for i, draw in enumerate(draws):
+                test_nll[chain, i] = diagnostics.nll(trace.predictions[chain, draw],
+                                                     data.y_test)
+    print(f"LLC of {post} along {len(draws)} checkpoint(s) of each of {trace.num_chains} "
+          f"chain(s) of {run_dir} ({command['sampler']} run)")
+    print(f"{'chain':<6} {step_label:<6} {'L_n(w*)':<12} {'test NLL':<10} "
+          f"{'lambda_hat':<12} {'std':<10} flags", flush=True)
+    base = jax.random.key(args.seed)
+    results, estimates = [], []
+    for chain in range(trace.num_chains):
+        stack = jax.tree.map(lambda x, c=chain: np.asarray(x[c, draws]), trace.positions)
+        # One key per chain, shared by its checkpoints (common random numbers):
+        # the estimate at one checkpoint equals `llc` there with that key.
+        row = slt.llc(post, stack, jax.random.fold_in(base, chain), stacked=True,
+                      progress=not args.no_progress, **settings)
+        estimates.append(row)
+        for i, (draw, step, est) in enumerate(zip(draws, steps, row)):
+            print(f"{chain:<6} {step:<6} {est.init_loss:<12.6g} {test_nll[chain, i]:<10.4g} "
+                  f"{est.mean:<12.5g} {est.std:<10.3g} {'; '.join(est.flags) or '-'}",
+                  flush=True)
+            results.append({"chain": chain, "draw": draw, step_label: step,
+                            "test_nll": test_nll[chain, i], **_result(est)})
+    out = run_dir / "llc.json" if args.out is None else Path(args.out)
+    figure = out.with_name("llc_curve.png")
+    diagnostics.plot_llc_curve(
+        steps, [[e.mean for e in row] for row in estimates],
+        [[e.std for e in row] for row in estimates],
+        train_loss=[[e.init_loss for e in row] for row in estimates],
+        test_loss=None if np.isnan(test_nll).all() else test_nll,
+        labels=None if trace.num_chains == 1 else [f"chain {c}"
+                                                   for c in range(trace.num_chains)],
+        step_label=step_label, path=figure,
+        title=f"LLC along training ({command['sampler']}, {command['dataset']})")
+    write_json(out, {
+        "format": 1, "run": str(run_dir.absolute()), "command": command,
+        "settings": {**settings, "seed": args.seed, "checkpoints": args.checkpoints,
+                     "key": "jax.random.fold_in(jax.random.key(seed), chain), shared by "
+                            "the chain's checkpoints"},
+        "results": results}, writer_only=True)
+    print(f"wrote {out} and {figure}")
+    return 0
+
+
 def _llc_dln(args) -> int:
     if args.dataset != "dln":
         raise CommandError(f"--dataset {args.dataset}: only dln has a known learning "
                            f"coefficient here; for a trained network, run `weightspace "
                            f"sample ... --out RUN_DIR`, then `weightspace llc --run RUN_DIR`")
-    if args.draws is not None:
-        raise CommandError(f"--draws {args.draws} is only for --run")
+    for dest in ("draws", "checkpoints"):
+        if getattr(args, dest) is not None:
+            raise CommandError(f"{flag(dest)} {getattr(args, dest)} is only for --run")
     for dest in ("widths", "rank"):
         if getattr(args, dest) is None:
             raise CommandError("--dataset dln needs --widths and --rank (e.g. --widths "
@@ -227,6 +288,9 @@ def run(args) -> int:
         if given:
             raise CommandError(f"{', '.join(flag(d) for d in given)}: only for "
                                f"--dataset dln, not with --run")
+        if args.draws is not None and args.checkpoints is not None:
+            raise CommandError(f"--draws {args.draws} and --checkpoints {args.checkpoints}: "
+                               f"give one")
         if args.draws is None:
             args.draws = "last"
         return _llc_run(args)
@@ -254,6 +318,12 @@ def add_parser(subparsers) -> None:
                    help="last (default: the last draw of each chain, for an SGD run each "
                         "member's solution), all, or comma-separated draw indices "
                         "(negative from the end), taken in every chain")
+    g.add_argument("--checkpoints", default=None,
+                   help="all, last or comma-separated draw indices: the LLC curve along "
+                        "each chain's draws (for `sample --sampler sgd --save-every K`, "
+                        "the checkpoints of each member's training), all of a chain's in "
+                        "one compiled program with the key fold_in(key(--seed), chain); "
+                        "also writes llc_curve.png (LLC +- sd, training and test loss)")
     g = p.add_argument_group("--dataset dln")
     g.add_argument("--widths", type=int_list, default=None,
                    help="layer widths, input to output, e.g. 4,6,5,3")

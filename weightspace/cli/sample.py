@@ -6,6 +6,7 @@ temperature, seed, sampler."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -128,10 +129,23 @@ def _run_sampler(args, options: tuple[dict, int], post, data):
 
 
 def _summary(trace, data, network, seconds: float, sampler: str = "hmc") -> str:
+    lines = [f"{trace} in {seconds:.1f} s"]
+    if sampler == "sgd" and trace.num_draws > 1:
+        # The draws are checkpoints of each member's training; the members, the
+        # solutions, are the last draws, and the rest is about them.
+        every = trace.info.get("config", {}).get("save_every")
+        lines[0] += (f": {trace.num_draws} checkpoints per member, every {every} epochs "
+                     f"(`weightspace llc --run {trace.info.get('run_dir', 'RUN_DIR')} "
+                     f"--checkpoints all` estimates the LLC along them); below, the "
+                     f"solutions (the last checkpoints)")
+        trace = dataclasses.replace(
+            trace, positions=jax.tree.map(lambda x: x[:, -1:], trace.positions),
+            stats={k: v[:, -1:] for k, v in trace.stats.items()},
+            predictions=None if trace.predictions is None else trace.predictions[:, -1:])
     enough = trace.num_chains >= 2 and trace.num_draws >= 4
     aligned = diagnostics.align_permutations(trace.positions, network) if enough else None
     summary = diagnostics.summary(trace, aligned_positions=aligned)
-    lines = [f"{trace} in {seconds:.1f} s", "", str(summary), ""]
+    lines += ["", str(summary), ""]
     if sampler == "sgd":
         # summary() already notes the missing R-hat; say why it is missing here.
         lines.append(f"SGD: each of the {trace.num_chains} chains is one ensemble member "
