@@ -44,6 +44,7 @@ from weightspace.samplers.trace import Trace
 PSGLD_ALPHA = 0.99   # Li et al. 2016
 PSGLD_LAMBDA = 1e-5  # Li et al. 2016
 SGHMC_FRICTION = 0.1  # SGD momentum 0.9; Chen et al. 2014 suggest 0.01-0.1
+SGNHT_DIFFUSION = 0.01  # A of Ding et al. 2014; devinterp's diffusion_factor default
 
 
 class SGLDState(NamedTuple):
@@ -54,6 +55,12 @@ class SGLDState(NamedTuple):
 class SGHMCState(NamedTuple):
     position: Any
     momentum: Any
+
+
+class SGNHTState(NamedTuple):
+    position: Any
+    momentum: Any      # displacement units: E[p_i^2] = step size at equilibrium
+    thermostat: jax.Array  # xi, the adaptive friction
 
 
 class SGMCMCInfo(NamedTuple):
@@ -96,6 +103,13 @@ def sghmc_init(position) -> SGHMCState:
     return SGHMCState(position, jax.tree.map(jnp.zeros_like, position))
 
 
+def sgnht_init(position, diffusion=SGNHT_DIFFUSION) -> SGNHTState:
+    """At rest, the thermostat at the diffusion A: the noise brings the kinetic
+    temperature up within about 1 / (2 A) steps (burn-in)."""
+    return SGNHTState(position, jax.tree.map(jnp.zeros_like, position),
+                      jnp.asarray(diffusion, jnp.float32))
+
+
 def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: float = 1.0,
                       preconditioned: bool = False, alpha: float = PSGLD_ALPHA,
                       lam: float = PSGLD_LAMBDA):
@@ -128,6 +142,44 @@ def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: floa
                                     state.position, grad, z)
         new, divergent = _keep_finite(SGLDState(position, square_avg), state, value, grad)
         return new, SGMCMCInfo(jnp.asarray(step_size, jnp.float32), jnp.asarray(noise),
+                               value, divergent)
+
+    return step
+
+
+def build_sgnht_kernel(estimate_fn: Callable, *, diffusion: float = SGNHT_DIFFUSION):
+    """step(key, state, batch, step_size, value_grad=None, moves=None) -> (state, info):
+    stochastic gradient Nose-Hoover thermostat (Ding et al. 2014, algorithm 2),
+    momentum p in displacement units, h the step size, A the diffusion:
+
+        p <- p - xi p + h grad log p(w) + sqrt(2 A h) N(0, I)
+        w <- w + p
+        xi <- xi + |p|^2 / d - h
+
+    The thermostat xi adapts the friction until the kinetic temperature
+    |p|^2 / d equals h, absorbing the unknown minibatch gradient noise.
+    moves: booleans like the position; coordinates where False keep p = 0
+    and do not count in d (a weight-refined estimate).
+    """
+
+    def step(key, state: SGNHTState, batch, step_size, value_grad=None, moves=None):
+        value, grad = (jax.value_and_grad(estimate_fn)(state.position, batch)
+                       if value_grad is None else value_grad)
+        z = _normal_like(key, state.position)
+        scale = jnp.sqrt(2.0 * diffusion * step_size)
+        momentum = jax.tree.map(
+            lambda p, g, e: (1.0 - state.thermostat) * p + step_size * g + scale * e,
+            state.momentum, grad, z)
+        if moves is not None:
+            momentum = jax.tree.map(lambda m, p: jnp.where(m, p, 0.0), moves, momentum)
+            d = sum(jnp.sum(m) for m in jax.tree.leaves(moves))
+        else:
+            d = sum(p.size for p in jax.tree.leaves(momentum))
+        kinetic = sum(jnp.sum(jnp.square(p)) for p in jax.tree.leaves(momentum))
+        new = SGNHTState(jax.tree.map(jnp.add, state.position, momentum), momentum,
+                         state.thermostat + kinetic / d - step_size)
+        new, divergent = _keep_finite(new, state, value, grad)
+        return new, SGMCMCInfo(jnp.asarray(step_size, jnp.float32), jnp.asarray(True),
                                value, divergent)
 
     return step

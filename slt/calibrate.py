@@ -124,7 +124,9 @@ def calibrate(target, params_star, key, *, data=None,
             flags = list(est.flags)
             acceptance = (float(np.nanmean(est.mala_acceptance))
                           if est.mala_acceptance is not None else float("nan"))
-            if sampler != "mala" and not acceptance >= min_acceptance:
+            # MALA's own acceptance is part of its kernel; SGNHT's moves are not
+            # Langevin proposals and have none: both are judged by agreement alone.
+            if sampler not in ("mala", "sgnht") and not acceptance >= min_acceptance:
                 flags.append(f"mean MALA acceptance {acceptance:.3f} below {min_acceptance}: "
                              f"the step's discretization error is large")
             se = est.std / math.sqrt(num_chains) if math.isfinite(est.std) else math.inf

@@ -12,13 +12,21 @@ the WBIC temperature). Some libraries set n to the batch size when they sample
 with minibatches; here n is always the number of training rows, so the
 estimate does not change with the batch size.
 
-Samplers: "sgld" and "rmsprop_sgld" (the kernels of samplers/sgmcmc.py, on
-minibatch estimates of L_n when batch_size is given), and "mala", Langevin
+Samplers: "sgld", "rmsprop_sgld" and "sgnht" (the kernels of
+samplers/sgmcmc.py, on minibatch estimates of L_n when batch_size is given),
+and "mala", Langevin
 with a Metropolis correction on the full-batch density (one leapfrog step of
 the HMC kernel: HMC with step h and one step is MALA with eps = h^2), whose
 draws are exact up to Monte Carlo error, to measure the SGLD bias. E[L_n(w)]
 is the mean over draws of the loss at each draw (the minibatch loss for
 minibatch SGLD, an unbiased estimate); L_n(w*) is always the full-data loss.
+SGNHT is the stochastic gradient Nose-Hoover thermostat (Ding et al. 2014), as
+devinterp offers it. RMSprop-SGLD's preconditioner averages the squares of the
+whole gradient, localization included. Built on the loss term's gradient alone
+(as Hitchcock and Hoogland 2025 recommend), it diverged here: a direction the
+loss does not move (a dead ReLU unit) gets the largest preconditioner, 1/lambda
+= 1e5, and the localization's drift eps P gamma / 2 then exceeds 2 (50 at eps =
+1e-5, gamma = 100), so the step overshoots w* by more each time.
 """
 
 from __future__ import annotations
@@ -40,9 +48,9 @@ from weightspace.samplers import target as target_lib
 # ws.samplers.hmc is the sampler function; the HMC kernel is taken from its module.
 from weightspace.samplers.hmc import build_kernel as hmc_build_kernel
 from weightspace.samplers.hmc import init as hmc_init
-from weightspace.samplers.sgmcmc import PSGLD_LAMBDA
+from weightspace.samplers.sgmcmc import PSGLD_LAMBDA, SGNHT_DIFFUSION
 
-SAMPLERS = ("sgld", "rmsprop_sgld", "mala")
+SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht", "mala")
 # A mean MALA acceptance of the SGLD proposals below this flags a chain: the
 # discretization error of the steps is large (a heuristic threshold, not a
 # published rule; near-1 acceptance is fine for the bias, though a step that
@@ -135,7 +143,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
         nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
         mask=None, mala_acceptance: bool = True, mesh=None, stacked: bool = False,
-        progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
+        diffusion: float = SGNHT_DIFFUSION, progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
     """Estimate the local learning coefficient at params_star (see the module docstring).
 
     target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
@@ -147,7 +155,9 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     num_chains, num_draws, num_burnin: chains run together (vmap); num_burnin
         steps are discarded, then every step is a draw.
     step_size: eps of w <- w + eps/2 grad log p + N(0, eps) (for "mala", the same
-        eps: one leapfrog step of size sqrt(eps)).
+        eps: one leapfrog step of size sqrt(eps); for "sgnht", its h).
+    diffusion: SGNHT's A (default 0.01, devinterp's diffusion_factor); unused
+        by the other samplers.
     localization: gamma. nbeta: n beta, default n / log n with n the number of
         training rows (not the batch size).
     batch_size: None for full-batch gradients; "mala" needs None.
@@ -156,7 +166,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         w*), the weight-refined LLC of Wang et al. 2024.
     mala_acceptance: also compute, for SGLD, the Metropolis acceptance
         probability of each step's proposal on its batch (one more gradient per
-        step); "mala" always reports its own.
+        step); "mala" always reports its own; "sgnht" has none (its moves are
+        not Langevin proposals).
     mesh: the ("chain", "data") mesh (ws.sharding.make_mesh) for a callable loss;
         a Posterior brings its own. Chains are spread along "chain" (num_chains
         must be a multiple of its size), minibatches along "data".
@@ -175,7 +186,10 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     num_burnin = validation.int_at_least("num_burnin", num_burnin, 0)
     step_size = positive_float("step_size", step_size)
     gamma = nonnegative_float("localization", localization)
+    diffusion = positive_float("diffusion", diffusion)
     key = validation.prng_key("key", key)
+    if sampler == "sgnht":
+        mala_acceptance = False
     tree, n, mesh = _resolve(target, data, mesh)
     is_posterior = tree is target
     if nbeta is None:
@@ -224,7 +238,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
                        bool(mala_acceptance), moves is not None, block, mesh)
     init_states, run_block, full_losses = _compiled(program)
     hyper = {"step_size": jnp.float32(step_size), "nbeta": jnp.float32(nbeta),
-             "gamma": jnp.float32(gamma)}
+             "gamma": jnp.float32(gamma), "diffusion": jnp.float32(diffusion)}
     args = (tree, moves, hyper)
     init_loss = np.asarray(full_losses(args, stars), np.float64)
     if not np.isfinite(init_loss).all():
@@ -371,6 +385,32 @@ def _compiled(program: _Program):
 
         def init(args):
             return hmc_init(args[1], density(args))
+    elif p.sampler == "sgnht":
+        def chain_block(args, carry, keys, t0):
+            noise_key, batch_key = jax.random.wrap_key_data(keys)
+            est = lambda w, b: logdensity(w, b, args)
+            kernel = sgmcmc.build_sgnht_kernel(est, diffusion=args[3]["diffusion"])
+            value_and_grad = jax.value_and_grad(est)
+
+            def body(c, t):
+                s, cached = c
+                batch = batch_at(args, batch_key, t)
+                value, grad = cached if full_batch else value_and_grad(s.position, batch)
+                new, info = kernel(jax.random.fold_in(noise_key, t), s, batch,
+                                   args[3]["step_size"], value_grad=(value, grad),
+                                   moves=args[2])
+                if full_batch:  # the next step's (value, grad): one gradient a step
+                    cached = value_and_grad(new.position, batch)
+                return (new, cached), (loss_at(value, s.position, args),
+                                       jnp.float32(jnp.nan), info.is_divergent)
+            return jax.lax.scan(body, carry, t0 + jnp.arange(p.block))
+
+        def init(args):
+            state = sgmcmc.sgnht_init(args[1], args[3]["diffusion"])
+            if not full_batch:
+                return state, None
+            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
+            return state, jax.value_and_grad(est)(args[1])
     else:
         preconditioned = p.sampler == "rmsprop_sgld"
 

@@ -36,7 +36,8 @@ KW = dict(num_chains=4, num_draws=2000, num_burnin=500, step_size=5e-4,
 
 
 @pytest.mark.parametrize("sampler,batch_size", [("sgld", None), ("sgld", 100),
-                                                ("mala", None)])
+                                                ("mala", None), ("sgnht", None),
+                                                ("sgnht", 100)])
 def test_a_regular_model_has_llc_d_over_2_within_10_percent(sampler, batch_size):
     data, w_star = _regression()
     est = ws.slt.llc(_loss, w_star, jax.random.key(0), data=data, sampler=sampler,
@@ -45,7 +46,10 @@ def test_a_regular_model_has_llc_d_over_2_within_10_percent(sampler, batch_size)
     assert abs(est.mean - ws.slt.theory.regular(D)) < 0.1 * ws.slt.theory.regular(D), est
     assert est.flags == [], est.flags
     assert est.loss_trace.shape == (4, 2000)
-    assert est.mala_acceptance.shape == (4,) and np.all(est.mala_acceptance > 0.9)
+    if sampler == "sgnht":  # no Langevin proposal to accept
+        assert est.mala_acceptance is None
+    else:
+        assert est.mala_acceptance.shape == (4,) and np.all(est.mala_acceptance > 0.9)
 
 
 def test_the_exact_sampler_and_sgld_agree_within_10_percent():
@@ -134,6 +138,7 @@ def test_w_star_off_the_minimum_is_flagged():
     (dict(batch_size=5000), "batch_size=5000"),
     (dict(sampler="mala", batch_size=10), "batch_size=None"),
     (dict(mask=["nothing"]), "match no leaf"),
+    (dict(sampler="sgnht", diffusion=0.0), "diffusion=0.0"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     data, w_star = _regression()
@@ -169,7 +174,8 @@ def _checkpoints(post, num):
 
 
 @pytest.mark.parametrize("sampler, batch_size", [("sgld", 64), ("sgld", None),
-                                                 ("rmsprop_sgld", 64), ("mala", None)])
+                                                 ("rmsprop_sgld", 64), ("sgnht", 64),
+                                                 ("mala", None)])
 @pytest.mark.parametrize("devices", ["one", "mesh"])
 def test_a_stack_of_positions_equals_separate_calls_with_the_same_key(digits, sampler,
                                                                       batch_size, devices):
@@ -189,8 +195,11 @@ def test_a_stack_of_positions_equals_separate_calls_with_the_same_key(digits, sa
         assert together.init_loss == pytest.approx(alone.init_loss, rel=1e-6)
         np.testing.assert_allclose(together.loss_trace, alone.loss_trace, rtol=1e-5)
         np.testing.assert_allclose(together.per_chain, alone.per_chain, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(together.mala_acceptance, alone.mala_acceptance,
-                                   rtol=1e-4, atol=1e-5)
+        if alone.mala_acceptance is None:  # sgnht
+            assert together.mala_acceptance is None
+        else:
+            np.testing.assert_allclose(together.mala_acceptance, alone.mala_acceptance,
+                                       rtol=1e-4, atol=1e-5)
         assert together.flags == alone.flags
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                      together.last_position, alone.last_position)

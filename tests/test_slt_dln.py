@@ -33,15 +33,17 @@ def test_the_moment_loss_is_the_posterior_loss(problem):
     assert problem.nbeta == pytest.approx(20000 / math.log(20000))
 
 
-def test_llc_at_the_calibrated_step_size_is_within_15_percent_of_theory(problem):
+@pytest.mark.parametrize("sampler", ["sgld", "sgnht"])
+def test_llc_at_the_calibrated_step_size_is_within_15_percent_of_theory(problem, sampler):
     cal = ws.slt.calibrate(problem.moment_loss, problem.params_star, jax.random.key(0),
                            data=problem.moments, step_sizes=STEP_SIZES,
                            nbetas=(problem.nbeta,), localizations=(100.0,), num_chains=4,
-                           num_draws=4000, num_burnin=2000, progress=False)
+                           num_draws=4000, num_burnin=2000, sampler=sampler,
+                           progress=False)
     [((nbeta, localization), eps)] = cal.suggested.items()
     assert eps is not None, str(cal)
     kw = {"data": problem.moments, "nbeta": nbeta, "localization": localization,
-          "progress": False}
+          "sampler": sampler, "progress": False}
     # Long chains: the degenerate directions of deeper networks mix slowly (quarter
     # means of 1,000-draw chains swung by 20% on the 4-layer shape).
     est = ws.slt.llc(problem.moment_loss, problem.params_star, jax.random.key(1),

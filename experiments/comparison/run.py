@@ -61,6 +61,9 @@ def compare(preset="quick", out=None, *, smoke: bool = False, data_dir=None, see
         out = Path("runs") / f"compare-{p.name.replace(' (smoke)', '-smoke')}"
     config = {"format": FORMAT, "preset": p.to_dict(), "smoke": smoke, "seed": seed}
     out = check_out(out, config)
+    # Every process judges `out` before process 0 writes into it: a process that
+    # looked later could find a half-made directory and refuse it.
+    sharding.wait_for_processes("compare out checked")
     if is_writer():
         out.mkdir(parents=True, exist_ok=True)
     if not (out / "compare.json").is_file():

@@ -43,7 +43,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from weightspace import __version__
+from weightspace import __version__, sharding
 from weightspace.cli import (
     basins,
     compare,
@@ -107,7 +107,12 @@ def main(argv=None) -> int:
     watch = None
     try:
         watch = processes.start(args)
-        return args.func(args)
+        code = args.func(args)
+        if watch is not None:
+            # Process 0 writes what the others skip (reports, figures): meet
+            # before JAX's shutdown barrier, whose limit is 5 minutes.
+            sharding.wait_for_processes(f"weightspace {args.command} finished")
+        return code
     except CommandError as err:
         print(f"weightspace {args.command}: error: {err}", file=sys.stderr)
         return err.code

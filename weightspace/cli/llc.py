@@ -26,6 +26,7 @@ from weightspace.cli.arguments import (
 )
 from weightspace.experiments import rebuild
 from weightspace.jsonio import write_json
+from weightspace.slt.llc import SAMPLERS as LLC_SAMPLERS
 
 LLC_STEP_SIZE = 1e-4     # ws.slt.llc's default
 DLN_NUM_TRAIN = 20000    # ws.slt.dln_problem's default
@@ -352,7 +353,7 @@ def add_parser(subparsers) -> None:
                    help="n beta (default n / log n, n the training rows)")
     g.add_argument("--batch-size", type=positive_int, default=None,
                    help="minibatch rows (default: full batch)")
-    g.add_argument("--llc-sampler", default="sgld", choices=("sgld", "rmsprop_sgld", "mala"),
+    g.add_argument("--llc-sampler", default="sgld", choices=LLC_SAMPLERS,
                    help="default sgld")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-progress", action="store_true")

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from weightspace import diagnostics, samplers
+from weightspace import diagnostics, samplers, sharding
 from weightspace.cli.arguments import (
     CommandError,
     flag,
@@ -199,6 +199,8 @@ def run(args) -> int:
     out = Path(args.out)
     write = _check_run_dir(out, command)
     data, network, post = rebuild.from_command(command, job_mesh())
+    # Every process has judged --out before process 0 writes into it.
+    sharding.wait_for_processes("sample out checked")
     if write:  # before sampling: a killed run has it
         write_json(out / "command.json", command, writer_only=True)
     start = time.perf_counter()
