@@ -142,8 +142,8 @@ def _mask_tree(mask, params_star):
 def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: int = 200,
         num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
         nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
-        mask=None, mala_acceptance: bool = True, mesh=None, stacked: bool = False,
-        diffusion: float = SGNHT_DIFFUSION, progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
+        mask=None, masks=None, mala_acceptance: bool = True, mesh=None,
+        stacked: bool = False, diffusion: float = SGNHT_DIFFUSION, progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
     """Estimate the local learning coefficient at params_star (see the module docstring).
 
     target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
@@ -164,6 +164,10 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     mask: None, a pytree of booleans like params_star, or a list of leaf-name
         prefixes ("layers.1"): only those weights are sampled (the others stay at
         w*), the weight-refined LLC of Wang et al. 2024.
+    masks: a list of masks (e.g. one per layer), each estimated at params_star
+        in one compiled program (the chains of every mask together, vmapped);
+        returns one LLCEstimate per mask, estimate m equal to `llc(...,
+        mask=masks[m])` with the same key. Not with `mask` or `stacked`.
     mala_acceptance: also compute, for SGLD, the Metropolis acceptance
         probability of each step's proposal on its batch (one more gradient per
         step); "mala" always reports its own; "sgnht" has none (its moves are
@@ -214,6 +218,9 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         raise ValueError("params_star holds NaN or inf")
     if not isinstance(stacked, bool):
         raise TypeError(f"stacked must be True or False, got stacked={stacked!r}")
+    if masks is not None and (mask is not None or stacked):
+        raise ValueError("masks= estimates several masks at one position: give it "
+                         "without mask= and without stacked=True")
     if stacked:
         sizes = {int(np.shape(w)[0]) if np.ndim(w) else None for w in jax.tree.leaves(params_star)}
         if len(sizes) != 1 or None in sizes or 0 in sizes:
@@ -225,13 +232,28 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     else:
         num_positions = 1
         stars = jax.tree.map(lambda w: w[None], params_star)
-    if not stacked:
+    one_star = jax.tree.map(lambda w: w[0], stars)
+    if masks is not None:
+        if not isinstance(masks, (list, tuple)) or not masks:
+            raise ValueError(f"masks must be a non-empty list of masks (each like mask=), "
+                             f"got masks={masks!r}")
+        num_positions = len(masks)
+        stars = jax.tree.map(lambda w: jnp.repeat(w, num_positions, axis=0), stars)
+        move_trees = [_mask_tree(m, one_star) for m in masks]
+    else:
+        move_trees = [_mask_tree(mask, one_star)] * num_positions
+    # Each position's mask, full-size, along the positions' axis (None: no mask).
+    moves = None if move_trees[0] is None else jax.tree.map(
+        lambda w, *ms: np.stack([np.broadcast_to(np.asarray(m, bool), np.shape(w))
+                                 for m in ms]), one_star, *move_trees)
+    several = stacked or masks is not None
+    what = "positions" if stacked else "masks"
+    if not several:
         validation.chains_fit_mesh(num_chains, mesh)
     elif mesh is not None and (num_positions * num_chains) % mesh.shape["chain"]:
-        raise ValueError(f"{num_positions} positions x num_chains={num_chains} chains is not "
+        raise ValueError(f"{num_positions} {what} x num_chains={num_chains} chains is not "
                          f"allowed on a mesh whose 'chain' axis has {mesh.shape['chain']} "
                          f"devices: the product must be a multiple of {mesh.shape['chain']}")
-    moves = _mask_tree(mask, jax.tree.map(lambda w: w[0], stars))
 
     block = min(num_burnin + num_draws, 100)
     program = _Program(sampler, None if is_posterior else target, n, batch_size,
@@ -239,7 +261,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     init_states, run_block, full_losses = _compiled(program)
     hyper = {"step_size": jnp.float32(step_size), "nbeta": jnp.float32(nbeta),
              "gamma": jnp.float32(gamma), "diffusion": jnp.float32(diffusion)}
-    args = (tree, moves, hyper)
+    args = (tree, hyper)
     init_loss = np.asarray(full_losses(args, stars), np.float64)
     if not np.isfinite(init_loss).all():
         bad = np.flatnonzero(~np.isfinite(init_loss)).tolist()
@@ -251,7 +273,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     keys = jax.random.key_data(jax.random.split(key, (num_chains, 2)))
     keys = jnp.tile(keys, (num_positions, 1, 1))
     per_chain = lambda tree: jax.tree.map(lambda x: jnp.repeat(x, num_chains, axis=0), tree)
-    carry = (keys, per_chain(init_states(args, stars)), per_chain(stars))
+    carry = (keys, per_chain(init_states(args, stars, moves)), per_chain(stars),
+             per_chain(moves))
     if mesh is not None:
         carry = jax.device_put(carry, driver.chain_sharding(mesh))
     losses, accepts, divergent = [], [], []
@@ -267,7 +290,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     accept = np.concatenate(accepts, axis=1)[:, num_burnin:total]
     div = np.concatenate(divergent, axis=1)[:, :total].any(axis=1)
     state = carry[1] if sampler == "mala" else carry[1][0]
-    last = jax.tree.map(np.asarray, _restrict(moves, state.position, carry[2]))
+    last = jax.tree.map(np.asarray, _restrict(carry[3], state.position, carry[2]))
     with_acceptance = sampler == "mala" or bool(mala_acceptance)
     estimates = []
     for k in range(num_positions):
@@ -276,7 +299,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
             loss[chains], accept[chains] if with_acceptance else None, div[chains],
             float(init_loss[k]), float(nbeta),
             jax.tree.map(lambda x: x[chains], last)))
-    return estimates if stacked else estimates[0]
+    return estimates if several else estimates[0]
 
 
 def _estimate(loss, accept, divergent, init_loss: float, nbeta: float, last) -> LLCEstimate:
@@ -324,11 +347,12 @@ def _restrict(moves, new, old):
 
 @functools.lru_cache(maxsize=16)
 def _compiled(program: _Program):
-    """(init_states(shared, stars) -> each position's chain state, run_block(shared,
-    carry, t0) -> (carry, (loss, acceptance, divergent), each (chain, block)),
-    full_losses(shared, stars) -> L_n at each position), shared = (tree, moves,
-    hyper), stars a stack of positions, carry = (keys, state, w*) per chain.
-    Inside, args = (tree, w*, moves, hyper) for one chain."""
+    """(init_states(shared, stars, moves) -> each position's chain state,
+    run_block(shared, carry, t0) -> (carry, (loss, acceptance, divergent), each
+    (chain, block)), full_losses(shared, stars) -> L_n at each position),
+    shared = (tree, hyper), stars and moves (masks, or None) stacks over
+    positions, carry = (keys, state, w*, mask) per chain. Inside, args = (tree,
+    w*, mask, hyper) for one chain."""
     p = program
     full_batch = p.batch_size is None
 
@@ -452,20 +476,20 @@ def _compiled(program: _Program):
             est = lambda w: logdensity(w, batch_at(args, None, 0), args)
             return state, jax.value_and_grad(est)(args[1])
 
-    def with_star(shared, star):
-        tree, moves, hyper = shared
+    def chain_args(shared, star, moves):
+        tree, hyper = shared
         return tree, star, moves, hyper
 
     def one(shared, carry, t0):
-        keys, state, star = carry
-        state, stats = chain_block(with_star(shared, star), state, keys, t0)
-        return (keys, state, star), stats
+        keys, state, star, moves = carry
+        state, stats = chain_block(chain_args(shared, star, moves), state, keys, t0)
+        return (keys, state, star, moves), stats
 
-    def init_states(shared, stars):
-        return jax.vmap(lambda star: init(with_star(shared, star)))(stars)
+    def init_states(shared, stars, moves):
+        return jax.vmap(lambda star, m: init(chain_args(shared, star, m)))(stars, moves)
 
     def full_losses(shared, stars):
-        return jax.vmap(lambda star: full_loss(with_star(shared, star)))(stars)
+        return jax.vmap(lambda star: full_loss(chain_args(shared, star, None)))(stars)
 
     return jax.jit(init_states), driver.chainwise(one, p.mesh), jax.jit(full_losses)
 

@@ -324,16 +324,25 @@ def test_readme_commands_run_at_a_smaller_size(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     commands = _readme_commands()
     assert [c[:2] for c in commands] == [["weightspace", "sample"], ["weightspace", "llc"],
+                                         ["weightspace", "llc"], ["weightspace", "sample"],
                                          ["weightspace", "llc"]]
+    outputs = []
     for command in commands:
         argv = command[1:] + _SMALLER[command[1]] + ["--no-progress"]
         if "--dataset" in argv and "dln" in argv:
             argv += _SMALLER_DLN
+        if "--save-every" in argv:  # checkpoints of the 2 epochs left
+            argv += ["--save-every", "1"]
         code, stdout, err = run(argv, capsys)
         assert code == 0, (argv, err)
-    assert "theory" in stdout and "relative error" in stdout
+        outputs.append(stdout)
+    assert "theory" in outputs[2] and "relative error" in outputs[2]
     results = json.loads((tmp_path / "runs" / "digits-sgd" / "llc.json").read_text())
     assert len(results["results"]) == 2  # one per member
+    curve = json.loads((tmp_path / "runs" / "digits-curve" / "llc.json").read_text())
+    assert [(r["chain"], r["epoch"]) for r in curve["results"]] == [
+        (c, e) for c in (0, 1) for e in (1, 2)]
+    assert (tmp_path / "runs" / "digits-curve" / "llc_curve.png").is_file()
 
 
 def test_command_json_is_written_before_sampling_starts(tmp_path, monkeypatch, capsys):

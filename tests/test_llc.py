@@ -219,3 +219,41 @@ def test_a_stack_needs_one_leading_axis_and_positions_x_chains_to_fit_the_mesh(d
         ws.slt.llc(post, ragged, jax.random.key(0), stacked=True, progress=False)
     with pytest.raises(TypeError, match="stacked='yes'"):
         ws.slt.llc(post, stars, jax.random.key(0), stacked="yes", progress=False)
+
+
+@pytest.mark.parametrize("sampler, batch_size", [("sgld", 64), ("mala", None),
+                                                 ("sgnht", None)])
+def test_many_masks_in_one_program_equal_one_call_per_mask(digits, sampler, batch_size):
+    mesh = ws.sharding.make_mesh(num_chains=2, num_data=4)
+    post = ws.models.posterior(ws.models.MLP((8, 8), 10), digits, prior_variance=1.0,
+                               mesh=mesh)
+    w_star = post.init(jax.random.key(0))
+    masks = [["layers.0"], ["layers.1"], ["layers.2"]]
+    kw = dict(num_chains=2, num_draws=20, num_burnin=5, step_size=1e-5, sampler=sampler,
+              batch_size=batch_size, progress=False)
+    together = ws.slt.llc(post, w_star, jax.random.key(1), masks=masks, **kw)
+    assert len(together) == 3
+    for mask, est in zip(masks, together):
+        alone = ws.slt.llc(post, w_star, jax.random.key(1), mask=mask, **kw)
+        np.testing.assert_allclose(est.loss_trace, alone.loss_trace, rtol=1e-5)
+        np.testing.assert_allclose(est.per_chain, alone.per_chain, rtol=1e-4, atol=1e-4)
+        assert est.flags == alone.flags
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                     est.last_position, alone.last_position)
+    # Each estimate moved its own layer only.
+    first = together[0].last_position
+    np.testing.assert_array_equal(first["layers"][1]["kernel"][0],
+                                  np.asarray(w_star["layers"][1]["kernel"]))
+    assert not np.array_equal(first["layers"][0]["kernel"][0],
+                              np.asarray(w_star["layers"][0]["kernel"]))
+
+
+def test_masks_refuse_a_mask_or_a_stack_alongside(digits):
+    post = ws.models.posterior(ws.models.MLP((8,), 10), digits, prior_variance=1.0)
+    w_star = post.init(jax.random.key(0))
+    for extra in (dict(mask=["layers.0"]), dict(stacked=True)):
+        with pytest.raises(ValueError, match="without mask= and without stacked=True"):
+            ws.slt.llc(post, w_star, jax.random.key(0), masks=[["layers.0"]], progress=False,
+                       **extra)
+    with pytest.raises(ValueError, match="masks must be a non-empty list"):
+        ws.slt.llc(post, w_star, jax.random.key(0), masks=[], progress=False)
