@@ -36,11 +36,12 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from weightspace import sharding
 from weightspace.jsonio import is_writer, read_json, write_json
 from weightspace.samplers import target as target_lib
 from weightspace.samplers import validation
 from weightspace.samplers.algorithm import Algorithm
-from weightspace.samplers.storage import RunStore, read_run, sync_processes
+from weightspace.samplers.storage import RunStore, read_run
 from weightspace.samplers.trace import Trace, leaf_name
 
 GRAD_EVALS = "grad_evals"  # the stat: full-batch-equivalent gradients of each draw
@@ -268,7 +269,7 @@ def run(*, tree, carry, warmup_step: Callable, sample_step: Callable,
     if store is not None:
         _write_warmup_cost(run_dir, warmup_cost)  # a resumed, finished run may lack it
         # Every process reads the draws once process 0 has written the last of them.
-        sync_processes(f"weightspace run end {store.run_dir}")
+        sharding.wait_for_processes(f"weightspace run end {store.run_dir}")
         trace = load(run_dir, template=positions_of(carry), _info=info)
     else:
         trace = _trace_from_records(records, positions_of(carry), info)
@@ -348,8 +349,8 @@ def chain_predict(target, eval_x):
 
 
 def _abstract(x):
-    sharding = getattr(x, "sharding", None)
-    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+    placement = getattr(x, "sharding", None)
+    return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=placement)
 
 
 def _checkpoint_state(carry, warmup_cost):

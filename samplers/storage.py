@@ -26,7 +26,8 @@ Multi-process jobs: only process 0 (`jax.process_index() == 0`) writes config, s
 draws and manifest; `append` is a no-op elsewhere (the caller gathers records to host on
 process 0). Every process must call `commit` and `restore`, since orbax writes and reads
 sharded arrays from every process. The run directory must be on a filesystem that every
-process sees: the others read what process 0 wrote, after `sync_processes`.
+process sees: the others read what process 0 wrote, after a
+`ws.sharding.wait_for_processes` barrier.
 """
 
 import json
@@ -46,13 +47,6 @@ from weightspace.jsonio import write_json as _write_json
 _FORMAT = 1
 _NAME = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _MISSING = "<missing>"
-
-
-def sync_processes(name: str) -> None:
-    """Wait until every process of a multi-process job gets here (`name`, the
-    same string in all of them), so that what process 0 wrote before is there
-    for the others to read; nothing in a one-process run."""
-    sharding.wait_for_processes(name)  # a coordination-service barrier, not a collective
 
 
 class RunStore:
@@ -79,7 +73,7 @@ class RunStore:
         elif self._writer:
             self._create(config, records)
         # The other processes read the manifest once process 0 has made or checked it.
-        sync_processes(f"weightspace run store {self.run_dir}")
+        sharding.wait_for_processes(f"weightspace run store {self.run_dir}")
         self._records = {
             n: (r["file"], np.dtype(r["dtype"]), tuple(r["shape"])) for n, r in records.items()
         }

@@ -143,7 +143,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
         num_burnin: int = 100, step_size: float = 1e-4, localization: float = 100.0,
         nbeta: float | None = None, batch_size: int | None = None, sampler: str = "sgld",
         mask=None, masks=None, mala_acceptance: bool = True, mesh=None,
-        stacked: bool = False, diffusion: float = SGNHT_DIFFUSION, progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
+        stacked: bool = False, diffusion: float = SGNHT_DIFFUSION,
+        progress: bool = True) -> LLCEstimate | list[LLCEstimate]:
     """Estimate the local learning coefficient at params_star (see the module docstring).
 
     target: a Posterior (L_n = its mean negative log likelihood, untempered) or a
@@ -386,6 +387,14 @@ def _compiled(program: _Program):
         hyper = args[3]
         return -(value + 0.5 * hyper["gamma"] * _distance2(position, args[1])) / hyper["nbeta"]
 
+    def with_first_value_grad(state, args):
+        """A gradient sampler's start: its state and, with full-batch gradients,
+        the (value, grad) at w* that its first step uses (None otherwise)."""
+        if not full_batch:
+            return state, None
+        est = lambda w: logdensity(w, batch_at(args, None, 0), args)
+        return state, jax.value_and_grad(est)(args[1])
+
     if p.sampler == "mala":
         # With a mask, MALA runs on u with the chain at restrict(u, w*): the
         # fixed coordinates of u have no gradient, so one leapfrog step leaves
@@ -430,11 +439,8 @@ def _compiled(program: _Program):
             return jax.lax.scan(body, carry, t0 + jnp.arange(p.block))
 
         def init(args):
-            state = sgmcmc.sgnht_init(args[1], args[3]["diffusion"])
-            if not full_batch:
-                return state, None
-            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
-            return state, jax.value_and_grad(est)(args[1])
+            return with_first_value_grad(sgmcmc.sgnht_init(args[1], args[3]["diffusion"]),
+                                         args)
     else:
         preconditioned = p.sampler == "rmsprop_sgld"
 
@@ -470,11 +476,7 @@ def _compiled(program: _Program):
             return jax.lax.scan(body, carry, t0 + jnp.arange(p.block))
 
         def init(args):
-            state = sgmcmc.sgld_init(args[1], preconditioned)
-            if not full_batch:
-                return state, None
-            est = lambda w: logdensity(w, batch_at(args, None, 0), args)
-            return state, jax.value_and_grad(est)(args[1])
+            return with_first_value_grad(sgmcmc.sgld_init(args[1], preconditioned), args)
 
     def chain_args(shared, star, moves):
         tree, hyper = shared

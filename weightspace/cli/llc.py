@@ -137,15 +137,24 @@ def _llc_run(args) -> int:
         finite = means[np.isfinite(means)]
         spread = f", sd {finite.std(ddof=1):.4g}" if finite.size > 1 else ""
         print(f"over {finite.size} position(s): lambda_hat mean {finite.mean():.5g}{spread}")
-    out = run_dir / "llc.json" if args.out is None else Path(args.out)
-    write_json(out, {
-        "format": 1, "run": str(run_dir.absolute()), "command": command,
-        "settings": {**settings, "seed": args.seed, "draws": args.draws,
-                     "key": "jax.random.fold_in(jax.random.fold_in("
-                            "jax.random.key(seed), chain), draw)"},
-        "results": results}, writer_only=True)
+    out = _write_report(args, run_dir, command, results, {
+        **settings, "draws": args.draws,
+        "key": "jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), chain), draw)"})
     print(f"wrote {out}")
     return 0
+
+
+def _report_path(args, run_dir: Path) -> Path:
+    return run_dir / "llc.json" if args.out is None else Path(args.out)
+
+
+def _write_report(args, run_dir: Path, command: dict, results: list, settings: dict) -> Path:
+    """llc.json of a --run estimate (RUN_DIR/llc.json, or --out); its path."""
+    out = _report_path(args, run_dir)
+    write_json(out, {"format": 1, "run": str(run_dir.absolute()), "command": command,
+                     "settings": {**settings, "seed": args.seed}, "results": results},
+               writer_only=True)
+    return out
 
 
 def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
@@ -184,8 +193,7 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
                   flush=True)
             results.append({"chain": chain, "draw": draw, step_label: step,
                             "test_nll": test_nll[chain, i], **_result(est)})
-    out = run_dir / "llc.json" if args.out is None else Path(args.out)
-    figure = out.with_name("llc_curve.png")
+    figure = _report_path(args, run_dir).with_name("llc_curve.png")
     diagnostics.plot_llc_curve(
         steps, [[e.mean for e in row] for row in estimates],
         [[e.std for e in row] for row in estimates],
@@ -195,12 +203,10 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
                                                    for c in range(trace.num_chains)],
         step_label=step_label, path=figure,
         title=f"LLC along training ({command['sampler']}, {command['dataset']})")
-    write_json(out, {
-        "format": 1, "run": str(run_dir.absolute()), "command": command,
-        "settings": {**settings, "seed": args.seed, "checkpoints": args.checkpoints,
-                     "key": "jax.random.fold_in(jax.random.key(seed), chain), shared by "
-                            "the chain's checkpoints"},
-        "results": results}, writer_only=True)
+    out = _write_report(args, run_dir, command, results, {
+        **settings, "checkpoints": args.checkpoints,
+        "key": "jax.random.fold_in(jax.random.key(seed), chain), shared by the chain's "
+               "checkpoints"})
     print(f"wrote {out} and {figure}")
     return 0
 
