@@ -43,6 +43,11 @@ from weightspace.samplers.trace import Trace
 
 PSGLD_ALPHA = 0.99   # Li et al. 2016
 PSGLD_LAMBDA = 1e-5  # Li et al. 2016
+# The stabilizer of RMSprop-SGLD for LLC estimation, whose V tracks the mean
+# loss's gradient: devinterp's default eps (optim/preconditioner.py). It caps
+# the preconditioner at 10, so directions the loss does not move still feel
+# the localization at a stable step.
+RMSPROP_LOSS_LAMBDA = 0.1
 SGHMC_FRICTION = 0.1  # SGD momentum 0.9; Chen et al. 2014 suggest 0.01-0.1
 SGNHT_DIFFUSION = 0.01  # A of Ding et al. 2014; devinterp's diffusion_factor default
 
@@ -112,10 +117,13 @@ def sgnht_init(position, diffusion=SGNHT_DIFFUSION) -> SGNHTState:
 
 def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: float = 1.0,
                       preconditioned: bool = False, alpha: float = PSGLD_ALPHA,
-                      lam: float = PSGLD_LAMBDA):
+                      lam: float = PSGLD_LAMBDA, precondition_on: Callable | None = None):
     """step(key, state, batch, step_size, noise, value_grad=None) -> (state, info).
 
     estimate_fn(position, batch): unbiased estimate of log p(w | D).
+    precondition_on(position, grad) -> the gradient whose squares the RMSprop
+        average V tracks; default grad / num_data (the per-example gradient of
+        Li et al. 2016). LLC estimation passes the loss term's gradient alone.
     noise: bool (may be traced); False makes the step plain (preconditioned)
         gradient ascent, the exploration stage of cyclical schedules.
     value_grad: (value, grad) of estimate_fn at state.position on this batch,
@@ -123,15 +131,17 @@ def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: floa
         step); computed here otherwise.
     """
 
-    def step(key, state: SGLDState, batch, step_size, noise, value_grad=None):
+    def step(key, state: SGLDState, batch, step_size, noise, value_grad=None, adapt=True):
         value, grad = (jax.value_and_grad(estimate_fn)(state.position, batch)
                        if value_grad is None else value_grad)
         z = _normal_like(key, state.position)
         scale = jnp.where(noise, jnp.sqrt(step_size * temperature), 0.0)
         if preconditioned:
+            tracked = (jax.tree.map(lambda g: g / num_data, grad) if precondition_on is None
+                       else precondition_on(state.position, grad))
             square_avg = jax.tree.map(
-                lambda v, g: alpha * v + (1 - alpha) * jnp.square(g / num_data),
-                state.square_avg, grad)
+                lambda v, g: jnp.where(adapt, alpha * v + (1 - alpha) * jnp.square(g), v),
+                state.square_avg, tracked)
             precond = jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), square_avg)
             position = jax.tree.map(
                 lambda w, g, p, e: w + 0.5 * step_size * p * g + scale * jnp.sqrt(p) * e,

@@ -12,21 +12,34 @@ the WBIC temperature). Some libraries set n to the batch size when they sample
 with minibatches; here n is always the number of training rows, so the
 estimate does not change with the batch size.
 
-Samplers: "sgld", "rmsprop_sgld" and "sgnht" (the kernels of
-samplers/sgmcmc.py, on minibatch estimates of L_n when batch_size is given),
-and "mala", Langevin
-with a Metropolis correction on the full-batch density (one leapfrog step of
-the HMC kernel: HMC with step h and one step is MALA with eps = h^2), whose
-draws are exact up to Monte Carlo error, to measure the SGLD bias. E[L_n(w)]
-is the mean over draws of the loss at each draw (the minibatch loss for
-minibatch SGLD, an unbiased estimate); L_n(w*) is always the full-data loss.
-SGNHT is the stochastic gradient Nose-Hoover thermostat (Ding et al. 2014), as
-devinterp offers it. RMSprop-SGLD's preconditioner averages the squares of the
-whole gradient, localization included. Built on the loss term's gradient alone
-(as Hitchcock and Hoogland 2025 recommend), it diverged here: a direction the
-loss does not move (a dead ReLU unit) gets the largest preconditioner, 1/lambda
-= 1e5, and the localization's drift eps P gamma / 2 then exceeds 2 (50 at eps =
-1e-5, gamma = 100), so the step overshoots w* by more each time.
+Samplers: "sgld", "rmsprop_sgld", "rmsprop_sgld_loss" and "sgnht" (the kernels
+of samplers/sgmcmc.py, on minibatch estimates of L_n when batch_size is given),
+and "mala", Langevin with a Metropolis correction on the full-batch density
+(one leapfrog step of the HMC kernel: HMC with step h and one step is MALA with
+eps = h^2), whose draws are exact up to Monte Carlo error, to measure the SGLD
+bias. E[L_n(w)] is the mean over draws of the loss at each draw (the minibatch
+loss for minibatch SGLD, an unbiased estimate); L_n(w*) is always the
+full-data loss. SGNHT is the stochastic gradient Nose-Hoover thermostat (Ding
+et al. 2014), as devinterp offers it.
+
+The two RMSprop-SGLDs differ in what their preconditioner G = 1 / (lambda +
+sqrt(V)) averages:
+- "rmsprop_sgld" (pSGLD, Li et al. 2016): V averages the squares of the whole
+  per-example gradient of log p, localization included; lambda = 1e-5.
+- "rmsprop_sgld_loss" (as devinterp builds it, and as Hitchcock and Hoogland
+  2025 recommend for local sampling): V averages the squares of the loss's
+  gradient alone; lambda = 0.1, devinterp's default, which caps G at 10. A
+  direction the loss does not move (a dead ReLU unit) thus gets G = 10, not
+  1 / 1e-5: with lambda = 1e-5 the localization's drift eps G gamma / 2 was 50
+  at eps = 1e-5, gamma = 100, and the chains diverged. V adapts during burn-in
+  only and is then held fixed, so the draws come from Langevin dynamics with a
+  constant diagonal preconditioner, whose stationary law is the localized
+  posterior (a preconditioner that keeps adapting follows the position, and
+  the law of w' = w + eps/2 G(w) grad log p + N(0, eps G(w)) is then about
+  p / G: on the regular model of tests/test_llc.py, at eps 1e-4, 3.29 against
+  3.13 with V held, d/2 = 3). With num_burnin=0, V stays 0 and G = 10. Its
+  steps are up to 10 times those of "sgld" at the same eps: calibrate it on a
+  grid ten times finer.
 """
 
 from __future__ import annotations
@@ -48,9 +61,9 @@ from weightspace.samplers import target as target_lib
 # ws.samplers.hmc is the sampler function; the HMC kernel is taken from its module.
 from weightspace.samplers.hmc import build_kernel as hmc_build_kernel
 from weightspace.samplers.hmc import init as hmc_init
-from weightspace.samplers.sgmcmc import PSGLD_LAMBDA, SGNHT_DIFFUSION
+from weightspace.samplers.sgmcmc import PSGLD_LAMBDA, RMSPROP_LOSS_LAMBDA, SGNHT_DIFFUSION
 
-SAMPLERS = ("sgld", "rmsprop_sgld", "sgnht", "mala")
+SAMPLERS = ("sgld", "rmsprop_sgld", "rmsprop_sgld_loss", "sgnht", "mala")
 # A mean MALA acceptance of the SGLD proposals below this flags a chain: the
 # discretization error of the steps is large (a heuristic threshold, not a
 # published rule; near-1 acceptance is fine for the bias, though a step that
@@ -261,7 +274,8 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
                        bool(mala_acceptance), moves is not None, block, mesh)
     init_states, run_block, full_losses = _compiled(program)
     hyper = {"step_size": jnp.float32(step_size), "nbeta": jnp.float32(nbeta),
-             "gamma": jnp.float32(gamma), "diffusion": jnp.float32(diffusion)}
+             "gamma": jnp.float32(gamma), "diffusion": jnp.float32(diffusion),
+             "burnin": jnp.int32(num_burnin)}
     args = (tree, hyper)
     init_loss = np.asarray(full_losses(args, stars), np.float64)
     if not np.isfinite(init_loss).all():
@@ -442,7 +456,23 @@ def _compiled(program: _Program):
             return with_first_value_grad(sgmcmc.sgnht_init(args[1], args[3]["diffusion"]),
                                          args)
     else:
-        preconditioned = p.sampler == "rmsprop_sgld"
+        preconditioned = p.sampler in ("rmsprop_sgld", "rmsprop_sgld_loss")
+        lam = RMSPROP_LOSS_LAMBDA if p.sampler == "rmsprop_sgld_loss" else PSGLD_LAMBDA
+
+        def adapt(t, args):
+            """Whether step t updates RMSprop's average V: always for
+            "rmsprop_sgld"; for "rmsprop_sgld_loss", during burn-in only."""
+            if p.sampler == "rmsprop_sgld_loss":
+                return t < args[3]["burnin"]
+            return True
+
+        def loss_gradient(args):
+            """The gradient of the loss term alone, from that of the log density
+            -nbeta L - gamma/2 |w - w*|^2 (no second backward pass)."""
+            hyper = args[3]
+            return lambda w, g: jax.tree.map(
+                lambda gg, ww, ss: -(gg + hyper["gamma"] * (ww - ss)) / hyper["nbeta"],
+                g, w, args[1])
 
         # Each step needs (value, grad) at the current position. With full-batch
         # gradients those are the previous step's values at the new position,
@@ -452,8 +482,10 @@ def _compiled(program: _Program):
         def chain_block(args, carry, keys, t0):
             noise_key, batch_key = jax.random.wrap_key_data(keys)
             est = lambda w, b: logdensity(w, b, args)
-            kernel = sgmcmc.build_sgld_kernel(est, num_data=p.num_data,
-                                              preconditioned=preconditioned)
+            kernel = sgmcmc.build_sgld_kernel(
+                est, num_data=p.num_data, preconditioned=preconditioned, lam=lam,
+                precondition_on=(loss_gradient(args) if p.sampler == "rmsprop_sgld_loss"
+                                 else None))
             value_and_grad = jax.value_and_grad(est)
             eps = args[3]["step_size"]
 
@@ -462,14 +494,14 @@ def _compiled(program: _Program):
                 batch = batch_at(args, batch_key, t)
                 value, grad = cached if full_batch else value_and_grad(s.position, batch)
                 new, info = kernel(jax.random.fold_in(noise_key, t), s, batch, eps, True,
-                                   value_grad=(value, grad))
+                                   value_grad=(value, grad), adapt=adapt(t, args))
                 new = new._replace(position=_restrict(args[2], new.position, s.position))
                 accept = jnp.float32(jnp.nan)
                 if full_batch or p.mala_acceptance:
                     new_vg = value_and_grad(new.position, batch)
                     if p.mala_acceptance:
                         accept = _proposal_acceptance((value, grad), new_vg, s, new, eps,
-                                                      args[2])
+                                                      args[2], lam)
                     cached = new_vg if full_batch else cached
                 return (new, cached), (loss_at(value, s.position, args), accept,
                                        info.is_divergent)
@@ -501,18 +533,18 @@ def _distance2(a, b):
     return sum(jnp.sum(jnp.square(x - y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def _proposal_acceptance(old_vg, new_vg, old, new, eps, moves):
+def _proposal_acceptance(old_vg, new_vg, old, new, eps, moves, lam):
     """Metropolis acceptance probability of the (preconditioned) Langevin
     proposal old -> new on the step's batch: min(1, p(new) q(old | new) / (p(old)
     q(new | old))), q(b | a) = N(a + eps/2 G grad log p(a), eps G), G the step's
-    preconditioner (1 for SGLD); (value, grad) of log p at old and new given.
+    preconditioner (1 for SGLD; 1 / (lam + sqrt(V)) for RMSprop-SGLD); (value,
+    grad) of log p at old and new given.
     Only the weights that move (`moves`, None for all) enter q."""
     (f_old, g_old), (f_new, g_new) = old_vg, new_vg
     if new.square_avg is None:
         precond = jax.tree.map(jnp.ones_like, old.position)
     else:
-        precond = jax.tree.map(lambda v: 1.0 / (PSGLD_LAMBDA + jnp.sqrt(v)),
-                              new.square_avg)
+        precond = jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), new.square_avg)
     weight = (jax.tree.map(lambda _: 1.0, old.position) if moves is None
               else jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), moves))
 

@@ -37,11 +37,15 @@ KW = dict(num_chains=4, num_draws=2000, num_burnin=500, step_size=5e-4,
 
 @pytest.mark.parametrize("sampler,batch_size", [("sgld", None), ("sgld", 100),
                                                 ("mala", None), ("sgnht", None),
-                                                ("sgnht", 100)])
+                                                ("sgnht", 100), ("rmsprop_sgld_loss", None),
+                                                ("rmsprop_sgld_loss", 100)])
 def test_a_regular_model_has_llc_d_over_2_within_10_percent(sampler, batch_size):
     data, w_star = _regression()
+    kw = dict(KW)
+    if sampler == "rmsprop_sgld_loss":  # its preconditioner multiplies eps by up to 10
+        kw["step_size"] = KW["step_size"] / 5
     est = ws.slt.llc(_loss, w_star, jax.random.key(0), data=data, sampler=sampler,
-                     batch_size=batch_size, **KW)
+                     batch_size=batch_size, **kw)
     assert est.nbeta == pytest.approx(N / math.log(N))
     assert abs(est.mean - ws.slt.theory.regular(D)) < 0.1 * ws.slt.theory.regular(D), est
     assert est.flags == [], est.flags
@@ -174,7 +178,8 @@ def _checkpoints(post, num):
 
 
 @pytest.mark.parametrize("sampler, batch_size", [("sgld", 64), ("sgld", None),
-                                                 ("rmsprop_sgld", 64), ("sgnht", 64),
+                                                 ("rmsprop_sgld", 64), ("rmsprop_sgld_loss", 64),
+                                                 ("sgnht", 64),
                                                  ("mala", None)])
 @pytest.mark.parametrize("devices", ["one", "mesh"])
 def test_a_stack_of_positions_equals_separate_calls_with_the_same_key(digits, sampler,

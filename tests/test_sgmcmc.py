@@ -275,3 +275,25 @@ def test_bad_sghmc_and_schedule_arguments_are_named(digits):
     with pytest.raises(ValueError, match="init is required"):
         ws.samplers.sgld(lambda w, b: 0.0, jax.random.key(0), data=jnp.zeros((4, 2)),
                          num_samples=2, batch_size=1, step_size=0.1)
+
+
+def test_the_rmsprop_average_can_track_another_gradient_and_be_held():
+    """LLC's "rmsprop_sgld_loss" averages the squares of the loss's gradient
+    (given by precondition_on), not of the gradient it steps along, and stops
+    averaging after burn-in (adapt=False)."""
+    grad_of_log_p = {"w": jnp.array([1.0, -2.0, 0.0])}
+    kernel = sgmcmc.build_sgld_kernel(
+        lambda w, batch: jnp.sum(w["w"] * grad_of_log_p["w"]), num_data=10,
+        preconditioned=True, lam=0.1,
+        precondition_on=lambda w, g: {"w": jnp.array([2.0, 0.0, 2.0])})
+    start = sgmcmc.sgld_init({"w": jnp.zeros(3)}, preconditioned=True)
+    eps = 1e-2
+    first, _ = kernel(jax.random.key(0), start, None, eps, False)
+    np.testing.assert_allclose(first.square_avg["w"], [0.04, 0.0, 0.04], rtol=1e-6)
+    precond = 1.0 / (0.1 + np.sqrt([0.04, 0.0, 0.04]))  # 1/0.3, 10, 1/0.3
+    np.testing.assert_allclose(first.position["w"], 0.5 * eps * precond * [1.0, -2.0, 0.0],
+                               rtol=1e-6)
+    held, _ = kernel(jax.random.key(1), first, None, eps, False, adapt=False)
+    np.testing.assert_array_equal(held.square_avg["w"], first.square_avg["w"])
+    np.testing.assert_allclose(held.position["w"] - first.position["w"],
+                               0.5 * eps * precond * [1.0, -2.0, 0.0], rtol=1e-5)
