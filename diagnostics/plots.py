@@ -385,8 +385,9 @@ def _curves(name: str, value, shape: tuple[int, int] | None) -> np.ndarray:
 
 
 def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=None,
-                   labels=None, step_label: str = "step", path=None,
-                   title: str | None = None) -> Figure:
+                   labels=None, step_label: str = "step", flagged=None,
+                   reference: float | None = None, reference_label: str = "theory",
+                   path=None, title: str | None = None) -> Figure:
     """Local learning coefficients along a training run: each curve's LLC
     estimate with error bars (llc_std, e.g. the sd across the estimator's
     chains) above, and its training and test loss below, against the step.
@@ -394,6 +395,10 @@ def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=
     steps: (step,) increasing; llc_mean, llc_std, train_loss, test_loss:
     (curve, step) or (step,), NaN where there is no value (a diverged estimate
     is drawn as a gap, not hidden by a line through it). labels: one per curve.
+    flagged: booleans like llc_mean, True where the estimate has flags (e.g.
+    w* is not a minimum): those points are circled in red, so a value at a
+    saddle is not read as a coefficient. reference: a known coefficient, drawn
+    as a horizontal line labelled reference_label.
     """
     path, title = _path(path), _title(title)
     steps = np.asarray(steps, np.float64)
@@ -405,6 +410,14 @@ def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=
     if mean.shape[1] != steps.size:
         raise ValueError(f"llc_mean has {mean.shape[1]} steps, steps has {steps.size}")
     std = None if llc_std is None else _curves("llc_std", llc_std, mean.shape)
+    if flagged is not None:
+        flagged = np.broadcast_to(np.asarray(flagged), mean.shape) if np.ndim(flagged) == 1 \
+            else np.asarray(flagged)
+        if flagged.shape != mean.shape or flagged.dtype != bool:
+            raise ValueError(f"flagged must be booleans shaped like llc_mean {mean.shape}, "
+                             f"got {np.asarray(flagged).dtype} {np.shape(flagged)}")
+    if reference is not None and not np.isfinite(reference):
+        raise ValueError(f"reference must be a finite number, got {reference!r}")
     losses = {name: _curves(name, value, mean.shape)
               for name, value in (("train_loss", train_loss), ("test_loss", test_loss))
               if value is not None}
@@ -422,16 +435,23 @@ def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=
     for i, label in enumerate(labels):
         axes[0].errorbar(steps, mean[i], yerr=None if std is None else std[i], marker="o",
                          markersize=3, capsize=2, color=f"C{i}", label=label)
+        if flagged is not None and flagged[i].any():
+            axes[0].plot(steps[flagged[i]], mean[i][flagged[i]], "o", markersize=8,
+                         markerfacecolor="none", markeredgecolor="red",
+                         label="flagged" if i == 0 else None)
         if losses:
             for name, style in (("train_loss", "-"), ("test_loss", "--")):
                 if name in losses:
                     what = "training" if name == "train_loss" else "test"
                     axes[1].plot(steps, losses[name][i], style, color=f"C{i}",
                                  label=f"{what}{'' if label is None else f' ({label})'}")
+    if reference is not None:
+        axes[0].axhline(reference, color="gray", linestyle=":", label=reference_label)
     axes[0].set_ylabel("LLC estimate" + ("" if std is None else " (+- sd)"))
     axes[0].set_title(title if title is not None else "Local learning coefficient "
                                                       "along training")
-    if any(label is not None for label in labels):
+    if (any(label is not None for label in labels) or reference is not None
+            or (flagged is not None and flagged.any())):
         axes[0].legend(fontsize="small")
     if losses:
         axes[1].set_ylabel("loss")

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from weightspace import data as data_lib
-from weightspace import models
+from weightspace import models, samplers
 from weightspace.checks import int_at_least
 from weightspace.slt import theory
 
@@ -113,3 +113,81 @@ def dln_problem(widths, rank: int, *, num_train: int = 20000, seed: int = 0,
     n = int(post.num_data)
     return DLNProblem(tuple(widths), int(rank), ds, post, w, float(jax.jit(post.loss)(w)),
                       theory.dln(tuple(widths), int(rank)), moments, n / math.log(n))
+
+
+@dataclasses.dataclass(frozen=True)
+class DLNRun:
+    """A deep linear network trained by SGD from small initialization, with its
+    checkpoints: from a small start, gradient descent learns the teacher's
+    singular directions one at a time, largest first (Saxe et al. 2014); between
+    stages the weights sit near saddles of the loss, where the product has
+    lower rank. Only the end is a minimum: Aoyagi's coefficient (`theory`) is
+    the LLC there, not at the saddles.
+
+    epochs: (K,) the epoch after which each checkpoint was kept; checkpoints:
+    leaves (K, ...); train_loss, test_loss: (K,) L_n and the test rows' mean
+    NLL at each; product_singular_values: (K, min(widths)) of W_1 ... W_L at
+    each, teacher_singular_values those of the teacher's product; stage: (K,)
+    how many of the teacher's directions each checkpoint has learned (singular
+    values above half the teacher's); moments, test_moments, nbeta: for
+    `DLNProblem.moment_loss` as in `dln_problem`."""
+
+    widths: tuple
+    rank: int
+    data: Any
+    posterior: Any
+    epochs: np.ndarray
+    checkpoints: Any
+    train_loss: np.ndarray
+    test_loss: np.ndarray
+    product_singular_values: np.ndarray
+    teacher_singular_values: np.ndarray
+    stage: np.ndarray
+    theory: Any
+    moments: Any
+    test_moments: Any
+    nbeta: float
+
+    moment_loss = staticmethod(DLNProblem.moment_loss)
+
+
+def dln_training_run(widths, rank: int, *, num_train: int = 5000, seed: int = 0,
+                     init_scale: float = 0.01, num_epochs: int = 200, save_every: int = 5,
+                     batch_size: int = 100, learning_rate: float = 0.02,
+                     run_dir=None, progress: bool = False) -> DLNRun:
+    """Train ws.models.DeepLinear(widths) on the data of a rank-`rank` teacher
+    (`ws.data.load("dln", ...)`) by minibatch SGD (momentum 0.9, cosine
+    schedule) from its default initialization scaled by `init_scale`, keeping
+    the parameters every `save_every` epochs (`ws.samplers.sgd(save_every=)`;
+    with `run_dir`, stored there and resumable). The cosine schedule lets the
+    last checkpoints settle at the minimum, where `llc` should find Aoyagi's
+    coefficient; the defaults learn the three directions of
+    `dln_training_run((6, 5, 5, 4), 3, seed=3)` in three visible stages."""
+    if not init_scale > 0:
+        raise ValueError(f"init_scale must be > 0; got init_scale={init_scale!r}")
+    ds = data_lib.load("dln", widths=tuple(widths), rank=rank, num_train=num_train,
+                       seed=seed)
+    post = models.posterior(models.DeepLinear(tuple(widths)), ds, prior_variance=1.0)
+    init = jax.tree.map(lambda w: init_scale * w[None], post.init(jax.random.key(seed)))
+    run = samplers.sgd(post, jax.random.key(seed + 1), init=init, num_epochs=num_epochs,
+                       save_every=save_every, batch_size=batch_size,
+                       learning_rate=learning_rate, schedule="cosine", run_dir=run_dir,
+                       progress=progress)
+    checkpoints = jax.tree.map(lambda x: np.asarray(x[0]), run.positions)
+    moments = _moments(ds.x_train, ds.y_train)
+    test_moments = _moments(ds.x_test, ds.y_test)
+    losses = jax.jit(jax.vmap(DLNProblem.moment_loss, in_axes=(0, None)))
+    kernels = [layer["kernel"] for _, layer in sorted(checkpoints["layers"].items())]
+    product = kernels[0]
+    for w in kernels[1:]:
+        product = np.matmul(product, w)
+    sv = np.linalg.svd(np.asarray(product, np.float64), compute_uv=False)
+    teacher = np.linalg.svd(np.asarray(ds.info["product"], np.float64), compute_uv=False)
+    stage = np.sum(sv[:, :rank] > teacher[None, :rank] / 2, axis=1)
+    n = int(post.num_data)
+    return DLNRun(tuple(widths), int(rank), ds, post,
+                  np.arange(1, sv.shape[0] + 1) * save_every, checkpoints,
+                  np.asarray(losses(checkpoints, moments), np.float64),
+                  np.asarray(losses(checkpoints, test_moments), np.float64), sv, teacher,
+                  stage, theory.dln(tuple(widths), int(rank)), moments, test_moments,
+                  n / math.log(n))

@@ -395,12 +395,29 @@ def test_llc_curve_draws_each_curve_with_error_bars_and_its_losses(tmp_path):
     assert bottom.get_xlabel() == "epoch" and (tmp_path / "curve.png").stat().st_size > 0
 
 
+def test_llc_curve_circles_flagged_estimates_and_draws_the_reference(tmp_path):
+    fig = plots.plot_llc_curve([1, 2, 3, 4], [-50.0, -8.0, 9.0, 11.0], [1.0, 1.0, 0.3, 0.3],
+                               flagged=[True, True, False, False], reference=11.5,
+                               reference_label="Aoyagi", path=tmp_path / "c.png")
+    top = fig.axes[0]
+    circled = [line for line in top.lines if line.get_label() == "flagged"]
+    assert len(circled) == 1
+    np.testing.assert_array_equal(circled[0].get_ydata(), [-50.0, -8.0])
+    [ref] = [line for line in top.lines if line.get_label() == "Aoyagi"]
+    assert ref.get_ydata()[0] == 11.5
+    unflagged = plots.plot_llc_curve([1, 2], [1.0, 2.0], flagged=[False, False])
+    assert not [line for line in unflagged.axes[0].lines if line.get_label() == "flagged"]
+
+
 @pytest.mark.parametrize("kwargs, words", [
     (dict(steps=[2, 2, 6]), "steps must be a non-empty increasing"),
     (dict(llc_mean=[[1.0, 2.0]]), "llc_mean has 2 steps, steps has 3"),
     (dict(llc_std=[[0.1, 0.1]]), "llc_std must be shape (1, 3)"),
     (dict(test_loss=[np.inf, 1.0, 1.0]), "test_loss holds inf"),
     (dict(labels=["a", "b"]), "labels must be 1 str"),
+    (dict(flagged=[[1, 0, 0]]), "flagged must be booleans shaped like llc_mean (1, 3)"),
+    (dict(flagged=[[True, False]]), "flagged must be booleans shaped like llc_mean (1, 3)"),
+    (dict(reference=float("nan")), "reference must be a finite number"),
 ])
 def test_bad_llc_curve_inputs_raise_naming_the_argument(kwargs, words):
     args = {"steps": [2, 4, 6], "llc_mean": [[1.0, 2.0, 3.0]], **kwargs}

@@ -201,8 +201,8 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
         test_loss=None if np.isnan(test_nll).all() else test_nll,
         labels=None if trace.num_chains == 1 else [f"chain {c}"
                                                    for c in range(trace.num_chains)],
-        step_label=step_label, path=figure,
-        title=f"LLC along training ({command['sampler']}, {command['dataset']})")
+        step_label=step_label, flagged=[[bool(e.flags) for e in row] for row in estimates],
+        path=figure, title=f"LLC along training ({command['sampler']}, {command['dataset']})")
     out = _write_report(args, run_dir, command, results, {
         **settings, "checkpoints": args.checkpoints,
         "key": "jax.random.fold_in(jax.random.key(seed), chain), shared by the chain's "
