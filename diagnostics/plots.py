@@ -384,6 +384,34 @@ def _curves(name: str, value, shape: tuple[int, int] | None) -> np.ndarray:
     return array
 
 
+def _window_on_unflagged(ax, steps, mean, std, flagged, reference):
+    """Scale the LLC axis to the unflagged estimates (and the reference): a
+    flagged estimate at a saddle can be hundreds below, and would flatten the
+    curve that matters. Flagged points off that window are drawn at its edge as
+    red triangles, with a note of how far they go."""
+    ok = ~flagged & np.isfinite(mean)
+    if not ok.any():
+        return
+    spread = np.zeros_like(mean) if std is None else np.nan_to_num(std)
+    lo = float(np.min((mean - spread)[ok]))
+    hi = float(np.max((mean + spread)[ok]))
+    if reference is not None:
+        lo, hi = min(lo, reference), max(hi, reference)
+    pad = 0.15 * (hi - lo) if hi > lo else 1.0
+    lo, hi = lo - pad, hi + pad
+    off = flagged & np.isfinite(mean) & ((mean < lo) | (mean > hi))
+    if not off.any():
+        return
+    ax.set_ylim(lo, hi)
+    for i, j in zip(*np.nonzero(off)):
+        below = mean[i, j] < lo
+        ax.plot(steps[j], lo if below else hi, "v" if below else "^", color="red",
+                markersize=7, clip_on=False)
+    ax.text(0.01, 0.02, f"{int(off.sum())} flagged estimate(s) off the axis "
+                        f"(from {np.min(mean[off]):.4g} to {np.max(mean[off]):.4g})",
+            transform=ax.transAxes, fontsize="small", color="red")
+
+
 def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=None,
                    labels=None, step_label: str = "step", flagged=None,
                    reference: float | None = None, reference_label: str = "theory",
@@ -447,6 +475,8 @@ def plot_llc_curve(steps, llc_mean, llc_std=None, *, train_loss=None, test_loss=
                                  label=f"{what}{'' if label is None else f' ({label})'}")
     if reference is not None:
         axes[0].axhline(reference, color="gray", linestyle=":", label=reference_label)
+    if flagged is not None:
+        _window_on_unflagged(axes[0], steps, mean, std, flagged, reference)
     axes[0].set_ylabel("LLC estimate" + ("" if std is None else " (+- sd)"))
     axes[0].set_title(title if title is not None else "Local learning coefficient "
                                                       "along training")

@@ -10,7 +10,13 @@ tests/test_slt_dln.py (3 shapes x 3 teachers, 20,000 rows, localization 100):
 there, SGLD step sizes whose mean acceptance fell below 0.9 gave estimates
 9-25% above those of steps 5-10x smaller (whose own estimates still carry
 some bias and some mixing error). Agreement with the next smaller step alone
-let such a bias through when it grew in increments of under 10%.
+let such a bias through when it grew in increments of under 10%. Short chains
+fail the other way: at the smallest step sizes they have not reached their
+stationary law within the burn-in, so their estimates are low and the larger,
+converged step sizes "disagree" with them (a 150,000-parameter DLN, 1,000
+burn-in steps: 1e-7 was picked and gave 43% below theory; benchmarks/RESULTS.md).
+A drift test between the halves of the draws flags those, and a drifting
+step size is no reference for the next.
 `calibrate` runs that grid with `llc`, returns the table, a figure (lambda_hat
 and its spread across chains against the step size, flagged settings marked),
 and suggests the largest step size that is stable for each (nbeta,
@@ -88,6 +94,25 @@ def _figure(rows):
     return fig
 
 
+def _drift(est) -> float | None:
+    """n beta (second-half mean loss - first-half mean loss), averaged over the
+    chains that did not diverge, when it exceeds both AGREEMENT of the estimate
+    and 3 standard errors (from its spread across chains); None otherwise. A
+    chain whose loss still rises (or falls) through its draws has not reached
+    its stationary law, and its estimate is off by more than the gap: small
+    step sizes take the longest to get there."""
+    loss = est.loss_trace[~est.diverged]
+    if loss.shape[0] < 2 or loss.shape[1] < 4:
+        return None
+    half = loss.shape[1] // 2
+    gaps = est.nbeta * (loss[:, half:].mean(axis=1) - loss[:, :half].mean(axis=1))
+    gap = float(gaps.mean())
+    se = float(gaps.std(ddof=1)) / math.sqrt(len(gaps))
+    if abs(gap) > AGREEMENT * abs(est.mean) and abs(gap) > 3 * se:
+        return gap
+    return None
+
+
 def calibrate(target, params_star, key, *, data=None,
               step_sizes=(1e-6, 1e-5, 1e-4, 1e-3), nbetas=None, localizations=(100.0,),
               num_chains: int = 2, num_draws: int = 200, num_burnin: int = 100,
@@ -99,9 +124,12 @@ def calibrate(target, params_star, key, *, data=None,
     nbetas: default (n / log n,). A setting is stable when its estimate has no
     flags (divergence, loss below L_n(w*), low MALA acceptance), for the SGLD
     samplers the mean MALA acceptance of its steps is at least
-    `min_acceptance`, and, for all but the smallest step size, it does not
-    differ from the next smaller step size's estimate by more than both 10% and
-    3 standard errors (estimated from the spread across chains): a larger step
+    `min_acceptance`, its chains are not still drifting (the mean loss of the
+    second half of the draws differs from the first half's by more than both
+    10% of the estimate and 3 standard errors: the burn-in was too short for
+    that step size), and it does not differ from the estimate of the next
+    smaller step size that is not drifting by more than both 10% and 3
+    standard errors (estimated from the spread across chains): a larger step
     should not change the answer.
     path: write the figure there as a PNG.
     """
@@ -130,6 +158,10 @@ def calibrate(target, params_star, key, *, data=None,
                 flags.append(f"mean MALA acceptance {acceptance:.3f} below {min_acceptance}: "
                              f"the step's discretization error is large")
             se = est.std / math.sqrt(num_chains) if math.isfinite(est.std) else math.inf
+            drift = _drift(est)
+            if drift is not None:
+                flags.append(f"still drifting: the second half of the draws averages "
+                             f"{drift:+.4g} against the first (lengthen num_burnin)")
             if previous is not None and math.isfinite(previous) and math.isfinite(est.mean):
                 gap = abs(est.mean - previous)
                 # Monte Carlo error alone must not flag a setting: the gap must
@@ -141,7 +173,8 @@ def calibrate(target, params_star, key, *, data=None,
             rows.append({"step_size": eps, "nbeta": est.nbeta, "localization": float(gamma),
                          "mean": est.mean, "std": est.std, "acceptance": acceptance,
                          "flags": flags, "stable": stable})
-            previous, previous_se = est.mean, se
+            if drift is None:  # a chain still drifting is no reference for larger steps
+                previous, previous_se = est.mean, se
     suggested = {}
     for r in rows:
         setting = (r["nbeta"], r["localization"])

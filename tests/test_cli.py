@@ -171,6 +171,56 @@ def test_llc_dln_prints_the_theory_value_and_the_relative_error(tmp_path, capsys
     assert re.search(r"relative error  [+-]\d+\.\d%", stdout)
 
 
+def test_llc_dln_from_small_init_prints_the_curve_stage_by_stage(tmp_path, capsys):
+    """The README's curve, checkpoint every 10 epochs: saddle rows flagged,
+    settled rows compared with theory, llc.json and llc_curve.png written; a
+    run too short to learn every direction says so."""
+    target = tmp_path / "curve" / "llc.json"
+    code, stdout, err = run(["llc", "--dataset", "dln", "--widths", "6,5,5,4", "--rank", "3",
+                             "--seed", "3", "--from-small-init", "--save-every", "10",
+                             "--localization", "5", "--step-size", "1e-4", "--num-draws",
+                             "3000", "--burnin", "1000", "--no-progress", "--out", target],
+                            capsys)
+    assert code == 0, err
+    rows = [line.split() for line in stdout.splitlines() if re.match(r"\d+ +\d/3 ", line)]
+    assert [int(r[0]) for r in rows] == list(range(10, 201, 10))
+    report = json.loads(target.read_text())
+    results = report["results"]
+    assert [r["epoch"] for r in results] == list(range(10, 201, 10))
+    for r in results:
+        if r["learned_directions"] < 3:  # a saddle: flagged, never compared with theory
+            assert r["flags"] and r["relative_error"] is None and not r["settled"]
+    assert results[-1]["settled"] and results[-1]["flags"] == []
+    assert results[-1]["relative_error"] == pytest.approx(
+        (results[-1]["mean"] - 11.5) / 11.5)
+    assert report["problem"]["theory"] == 11.5
+    assert report["problem"]["from_small_init"] == {"n_train": 5000, "init_scale": 0.01,
+                                                    "epochs": 200, "save_every": 10}
+    assert (tmp_path / "curve" / "llc_curve.png").stat().st_size > 0
+    assert "no checkpoint has learned" not in stdout
+    code, stdout, err = run(["llc", "--dataset", "dln", "--widths", "6,5,5,4", "--rank", "3",
+                             "--seed", "3", "--from-small-init", "--epochs", "100",
+                             "--save-every", "50", "--localization", "5", "--num-draws", "20",
+                             "--burnin", "10", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "no checkpoint has learned all 3 directions and settled" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--init-scale", "0.1"],
+     "--init-scale 0.1 is only used with --from-small-init"),
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--from-small-init",
+      "--epochs", "10", "--save-every", "3"], "--save-every 3 must divide --epochs 10"),
+    (["llc", "--dataset", "dln", "--widths", "4,3", "--rank", "1", "--from-small-init",
+      "--batch-size", "10"], "--batch-size 10: --from-small-init estimates on the full"),
+    (["llc", "--run", "nowhere", "--from-small-init"], "--from-small-init: only for "
+                                                        "--dataset dln"),
+])
+def test_llc_from_small_init_refuses_bad_flags_in_one_line(argv, message, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["llc"], "one of the arguments --run --dataset is required"),
     (["llc", "--run", "x", "--dataset", "dln"], "not allowed with argument"),
@@ -325,7 +375,7 @@ def test_readme_commands_run_at_a_smaller_size(tmp_path, monkeypatch, capsys):
     commands = _readme_commands()
     assert [c[:2] for c in commands] == [["weightspace", "sample"], ["weightspace", "llc"],
                                          ["weightspace", "llc"], ["weightspace", "sample"],
-                                         ["weightspace", "llc"]]
+                                         ["weightspace", "llc"], ["weightspace", "llc"]]
     outputs = []
     for command in commands:
         argv = command[1:] + _SMALLER[command[1]] + ["--no-progress"]
@@ -343,6 +393,9 @@ def test_readme_commands_run_at_a_smaller_size(tmp_path, monkeypatch, capsys):
     assert [(r["chain"], r["epoch"]) for r in curve["results"]] == [
         (c, e) for c in (0, 1) for e in (1, 2)]
     assert (tmp_path / "runs" / "digits-curve" / "llc_curve.png").is_file()
+    dln_curve = json.loads((tmp_path / "runs" / "dln-curve" / "llc.json").read_text())
+    assert len(dln_curve["results"]) == 40 and "vs theory" in outputs[5]
+    assert (tmp_path / "runs" / "dln-curve" / "llc_curve.png").is_file()
 
 
 def test_command_json_is_written_before_sampling_starts(tmp_path, monkeypatch, capsys):

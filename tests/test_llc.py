@@ -167,6 +167,22 @@ def test_calibrate_keeps_the_largest_stable_step_size(tmp_path):
         assert abs(r["mean"] - 3.0) < 0.45  # d/2 within 15% at these sizes
 
 
+def test_calibrate_flags_a_step_size_still_drifting_and_does_not_judge_larger_ones_by_it():
+    """Without burn-in, chains at eps = 2e-6 are still climbing from w* after
+    1,000 steps (relaxation time about 2 / (eps n beta) = 7,000 steps): their
+    low estimate is flagged, and 5e-4 (relaxed within 30 steps) is not called
+    unstable for disagreeing with it."""
+    data, w_star = _regression()
+    cal = ws.slt.calibrate(_loss, w_star, jax.random.key(0), data=data,
+                           step_sizes=(2e-6, 5e-4), localizations=(1.0,), num_chains=4,
+                           num_draws=1000, num_burnin=0, progress=False)
+    slow, fast = cal.rows
+    assert slow["mean"] < 1.5 and not slow["stable"], slow
+    assert any(f.startswith("still drifting") for f in slow["flags"]), slow
+    assert fast["stable"] and abs(fast["mean"] - 3.0) < 0.45, fast
+    assert list(cal.suggested.values()) == [5e-4]
+
+
 # --- a stack of positions (checkpoints of a training run) in one program ----
 
 def _checkpoints(post, num):

@@ -405,6 +405,12 @@ def test_llc_curve_circles_flagged_estimates_and_draws_the_reference(tmp_path):
     np.testing.assert_array_equal(circled[0].get_ydata(), [-50.0, -8.0])
     [ref] = [line for line in top.lines if line.get_label() == "Aoyagi"]
     assert ref.get_ydata()[0] == 11.5
+    # The axis is scaled to the unflagged estimates; the flagged ones far below
+    # are marked at its edge and counted, not allowed to flatten the curve.
+    low, high = top.get_ylim()
+    assert -8.0 < low < 8.7 and 11.5 < high < 14.0, (low, high)
+    assert [t.get_text() for t in top.texts] == [
+        "2 flagged estimate(s) off the axis (from -50 to -8)"]
     unflagged = plots.plot_llc_curve([1, 2], [1.0, 2.0], flagged=[False, False])
     assert not [line for line in unflagged.axes[0].lines if line.get_label() == "flagged"]
 

@@ -30,7 +30,10 @@ from weightspace.slt.llc import SAMPLERS as LLC_SAMPLERS
 
 LLC_STEP_SIZE = 1e-4     # ws.slt.llc's default
 DLN_NUM_TRAIN = 20000    # ws.slt.dln_problem's default
-_DLN_FLAGS = ("widths", "rank", "n_train", "calibrate", "step_sizes", "figure")
+_DLN_FLAGS = ("widths", "rank", "n_train", "calibrate", "step_sizes", "figure",
+              "from_small_init", "init_scale", "epochs", "save_every")
+# `--from-small-init`: ws.slt.dln_training_run's defaults.
+CURVE_DEFAULTS = {"n_train": 5000, "init_scale": 0.01, "epochs": 200, "save_every": 5}
 
 
 def _llc_settings(args, step_size: float) -> dict:
@@ -238,6 +241,12 @@ def _llc_dln(args) -> int:
     elif args.step_size is not None:
         raise CommandError(f"--step-size {args.step_size} and --calibrate: give one "
                            f"(--calibrate picks the step size among --step-sizes)")
+    if args.from_small_init:
+        return _dln_curve(args, widths, rank)
+    for dest in ("init_scale", "epochs", "save_every"):
+        if getattr(args, dest) is not None:
+            raise CommandError(f"{flag(dest)} {getattr(args, dest)} is only used with "
+                               f"--from-small-init")
     n_train = DLN_NUM_TRAIN if args.n_train is None else args.n_train
     problem = slt.dln_problem(widths, rank, num_train=n_train, seed=args.seed)
     theory = float(problem.theory)
@@ -245,26 +254,8 @@ def _llc_dln(args) -> int:
           f"training rows, L_n(w*) = {problem.init_loss:.6g}")
     # One key for the estimate, one for the calibration.
     key_estimate, key_calibrate = jax.random.split(jax.random.key(args.seed))
-    calibration = None
-    if args.calibrate:
-        cal = slt.calibrate(
-            problem.posterior, problem.params_star, key_calibrate,
-            step_sizes=args.step_sizes or (1e-6, 1e-5, 1e-4, 1e-3),
-            nbetas=None if args.nbeta is None else (args.nbeta,),
-            localizations=(args.localization,), num_chains=args.chains,
-            num_draws=args.num_draws, num_burnin=args.burnin, batch_size=args.batch_size,
-            sampler=args.llc_sampler, path=args.figure, progress=not args.no_progress)
-        print(cal)
-        if args.figure is not None:
-            print(f"calibration figure: {args.figure}")
-        calibration = cal.rows
-        (step_size,) = cal.suggested.values()
-        if step_size is None:
-            raise CommandError("no step size of the calibration is stable (table above); "
-                               "try smaller --step-sizes", 1)
-        print(f"step size {step_size:g}: the largest stable one")
-    else:
-        step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
+    step_size, calibration = _calibrated_step(args, problem.posterior, problem.params_star,
+                                              key_calibrate, None, args.nbeta)
     settings = _llc_settings(args, step_size)
     est = slt.llc(problem.posterior, problem.params_star, key_estimate,
                      progress=not args.no_progress, **settings)
@@ -286,6 +277,106 @@ def _llc_dln(args) -> int:
             "results": [{**_result(est), "theory": theory, "relative_error": error}]},
             writer_only=True)
         print(f"wrote {out}")
+    return 0
+
+
+def _calibrated_step(args, loss, position, key, data, nbeta):
+    """--calibrate's step size (printing its table), else --step-size."""
+    if not args.calibrate:
+        return LLC_STEP_SIZE if args.step_size is None else args.step_size, None
+    cal = slt.calibrate(
+        loss, position, key, data=data,
+        step_sizes=args.step_sizes or (1e-6, 1e-5, 1e-4, 1e-3),
+        nbetas=(nbeta,) if nbeta is not None else None,
+        localizations=(args.localization,), num_chains=args.chains,
+        num_draws=args.num_draws, num_burnin=args.burnin, batch_size=args.batch_size,
+        sampler=args.llc_sampler, path=args.figure, progress=not args.no_progress)
+    print(cal)
+    if args.figure is not None:
+        print(f"calibration figure: {args.figure}")
+    (step_size,) = cal.suggested.values()
+    if step_size is None:
+        raise CommandError("no step size of the calibration is stable (table above); "
+                           "try smaller --step-sizes", 1)
+    print(f"step size {step_size:g}: the largest stable one")
+    return step_size, cal.rows
+
+
+def _dln_curve(args, widths, rank) -> int:
+    """--from-small-init: train from small initialization (ws.slt.dln_training_run),
+    estimate the LLC at every checkpoint in one compiled program, print the
+    curve with each checkpoint's learned directions and flags, and (with --out)
+    write the JSON and llc_curve.png beside it."""
+    if args.batch_size is not None:
+        raise CommandError(f"--batch-size {args.batch_size}: --from-small-init estimates on "
+                           f"the full-batch loss (from the data's second moments, as cheap "
+                           f"as one row)")
+    opts = {k: CURVE_DEFAULTS[k] if getattr(args, k) is None else getattr(args, k)
+            for k in CURVE_DEFAULTS}
+    if opts["epochs"] % opts["save_every"]:
+        raise CommandError(f"--save-every {opts['save_every']} must divide --epochs "
+                           f"{opts['epochs']}")
+    run = slt.dln_training_run(widths, rank, num_train=opts["n_train"], seed=args.seed,
+                               init_scale=opts["init_scale"], num_epochs=opts["epochs"],
+                               save_every=opts["save_every"], progress=not args.no_progress)
+    theory = float(run.theory)
+    nbeta = run.nbeta if args.nbeta is None else args.nbeta
+    print(f"deep linear network, widths {widths}, teacher rank {rank} (singular values "
+          f"{', '.join(f'{v:.3g}' for v in run.teacher_singular_values[:rank])}): "
+          f"n = {opts['n_train']}; SGD from initialization x {opts['init_scale']:g}, "
+          f"{opts['epochs']} epochs, a checkpoint every {opts['save_every']}")
+    key_estimate, key_calibrate = jax.random.split(jax.random.key(args.seed))
+    last = jax.tree.map(lambda x: x[-1], run.checkpoints)
+    step_size, calibration = _calibrated_step(args, run.moment_loss, last, key_calibrate,
+                                              run.moments, nbeta)
+    settings = {**_llc_settings(args, step_size), "nbeta": nbeta}
+    curve = slt.llc(run.moment_loss, run.checkpoints, key_estimate, data=run.moments,
+                    stacked=True, progress=not args.no_progress, **settings)
+    # Settled: every direction learned, and L_n within 0.5 / (n beta) of the run's
+    # lowest, below what the estimator resolves.
+    settled = (run.stage == rank) & (nbeta * (run.train_loss - run.train_loss.min()) < 0.5)
+    print(f"{'epoch':<6} {'learned':<8} {'L_n(w*)':<10} {'test loss':<10} "
+          f"{'lambda_hat':<11} {'std':<8} {'vs theory':<10} flags")
+    results = []
+    for k, est in enumerate(curve):
+        error = (est.mean - theory) / theory if settled[k] and not est.flags else None
+        print(f"{run.epochs[k]:<6} {f'{run.stage[k]}/{rank}':<8} {est.init_loss:<10.6g} "
+              f"{run.test_loss[k]:<10.6g} {est.mean:<11.5g} {est.std:<8.3g} "
+              f"{'-' if error is None else f'{error:+.1%}':<10} "
+              f"{'; '.join(est.flags) or '-'}", flush=True)
+        results.append({**_result(est), "epoch": int(run.epochs[k]),
+                        "learned_directions": int(run.stage[k]),
+                        "test_loss": float(run.test_loss[k]), "settled": bool(settled[k]),
+                        "relative_error": error})
+    print(f"theory {theory:.5g} (Aoyagi 2024) at the minimum, the settled checkpoints; "
+          f"none is claimed at the saddles before (a flag there says the chains found "
+          f"lower loss: w* is not a minimum)")
+    if not settled.any():
+        print(f"no checkpoint has learned all {rank} directions and settled: the run "
+              f"ended before its last stage (try more --epochs or a larger --init-scale); "
+              f"short chains may not leave a saddle along a weak direction, so an "
+              f"unflagged estimate there is no coefficient either")
+    if args.out is None:
+        print("(give --out FILE.json to keep the results and llc_curve.png beside them)")
+        return 0
+    out = Path(args.out)
+    figure = out.with_name("llc_curve.png")
+    diagnostics.plot_llc_curve(
+        run.epochs, [e.mean for e in curve], [e.std for e in curve],
+        train_loss=run.train_loss, test_loss=run.test_loss, step_label="epoch",
+        flagged=[bool(e.flags) for e in curve], reference=theory,
+        reference_label="Aoyagi's coefficient", path=figure,
+        title=f"LLC along SGD from small initialization, DLN {widths}, rank {rank}")
+    write_json(out, {
+        "format": 1,
+        "problem": {"dataset": "dln", "widths": widths, "rank": rank, "seed": args.seed,
+                    "theory": theory, "from_small_init": opts,
+                    "teacher_singular_values": run.teacher_singular_values[:rank]},
+        "settings": {**settings, "seed": args.seed, "calibrate": args.calibrate,
+                     "key": "jax.random.split(jax.random.key(seed))[0], shared by the "
+                            "checkpoints"},
+        "calibration": calibration, "results": results}, writer_only=True)
+    print(f"wrote {out} and {figure}")
     return 0
 
 
@@ -337,13 +428,27 @@ def add_parser(subparsers) -> None:
     g.add_argument("--rank", type=positive_int, default=None,
                    help="rank of the teacher's product matrix")
     g.add_argument("--n-train", type=positive_int, default=None,
-                   help=f"training rows (default {DLN_NUM_TRAIN})")
+                   help=f"training rows (default {DLN_NUM_TRAIN}; "
+                        f"{CURVE_DEFAULTS['n_train']} with --from-small-init)")
     g.add_argument("--calibrate", action="store_true",
                    help="sweep --step-sizes first (ws.slt.calibrate) and use the largest "
                         "stable one")
     g.add_argument("--step-sizes", type=float_list, default=None,
                    help="comma-separated, for --calibrate (default 1e-6,1e-5,1e-4,1e-3)")
     g.add_argument("--figure", default=None, help="with --calibrate: write its figure (PNG)")
+    g.add_argument("--from-small-init", action="store_true",
+                   help="train by SGD from small initialization (ws.slt.dln_training_run) "
+                        "and estimate the LLC at every checkpoint in one program: the "
+                        "curve stage by stage, with flags at the saddles and the theory "
+                        "at the end (with --out, also llc_curve.png beside it)")
+    g.add_argument("--init-scale", type=positive_float, default=None,
+                   help=f"--from-small-init: the default initialization times this "
+                        f"(default {CURVE_DEFAULTS['init_scale']:g})")
+    g.add_argument("--epochs", type=positive_int, default=None,
+                   help=f"--from-small-init: SGD epochs (default {CURVE_DEFAULTS['epochs']})")
+    g.add_argument("--save-every", type=positive_int, default=None,
+                   help=f"--from-small-init: a checkpoint every this many epochs (default "
+                        f"{CURVE_DEFAULTS['save_every']})")
     g = p.add_argument_group("the estimator")
     g.add_argument("--chains", type=positive_int, default=4,
                    help="chains of the LLC sampler (default 4)")
