@@ -97,17 +97,14 @@ def _nll_of(posterior, num_data: int):
 
 def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
            learning_rate, optimizer, momentum, schedule, eval_x, predict_fn, mesh,
-           run_dir, checkpoint_every, checkpoint_seconds, progress, save_every=None):
+           run_dir, checkpoint_every, checkpoint_seconds, progress, save_every=None,
+           save_at=None):
     """The body of `sgd` and `deep_ensemble`: their checks, then one driver call
     in which one warmup step is one epoch and the one kept draw is the end, or,
-    with save_every, each kept draw is the parameters after save_every more epochs."""
+    with save_every, each kept draw is the parameters after save_every more
+    epochs, or, with save_at, the parameters after each listed epoch."""
     num_chains = validation.positive_int("num_chains", num_chains)
-    num_epochs = validation.positive_int("num_epochs", num_epochs)
-    if save_every is not None:
-        save_every = validation.positive_int("save_every", save_every)
-        if num_epochs % save_every:
-            raise ValueError(f"save_every={save_every} does not divide num_epochs="
-                             f"{num_epochs}: the last draw must be the end of training")
+    num_epochs, save_every, save_at = checkpoint_plan(num_epochs, save_every, save_at)
     learning_rate = validation.positive_float("learning_rate", learning_rate)
     validation.choice("optimizer", optimizer, ("sgd", "adam"))
     momentum = _momentum(momentum)
@@ -117,12 +114,17 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
         return algorithm(kind, tgt, num_chains=num_chains, num_epochs=num_epochs,
                          batch_size=_batch_size(batch_size, tgt.num_data),
                          learning_rate=learning_rate, optimizer=optimizer,
-                         momentum=momentum, schedule=schedule, save_every=save_every)
+                         momentum=momentum, schedule=schedule, save_every=save_every,
+                         save_at=save_at)
 
-    draws = 1 if save_every is None else num_epochs // save_every
+    if save_at is not None:
+        draws = len(save_at)
+    else:
+        draws = 1 if save_every is None else num_epochs // save_every
+    checkpoints = save_every is not None or save_at is not None
     trace = driver.sample(build, target, key, init=init, data=data, minibatch=True,
                           num_chains=num_chains, num_samples=draws,
-                          num_warmup=num_epochs if save_every is None else 0,
+                          num_warmup=0 if checkpoints else num_epochs,
                           thin=save_every or 1,
                           eval_x=eval_x, predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
                           checkpoint_every=checkpoint_every,
@@ -135,13 +137,48 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
     return trace
 
 
+def checkpoint_plan(num_epochs, save_every=None, save_at=None):
+    """(num_epochs, save_every, save_at) of `sgd` checked: save_every divides
+    num_epochs, save_at lists increasing epochs ending at num_epochs, not both
+    (ValueError naming the argument otherwise). The command line checks its
+    flags with it before anything is written."""
+    num_epochs = validation.positive_int("num_epochs", num_epochs)
+    if save_every is not None:
+        save_every = validation.positive_int("save_every", save_every)
+        if num_epochs % save_every:
+            raise ValueError(f"save_every={save_every} does not divide num_epochs="
+                             f"{num_epochs}: the last draw must be the end of training")
+        if save_at is not None:
+            raise ValueError("give save_every or save_at, not both")
+    if save_at is not None:
+        save_at = _epoch_list(save_at, num_epochs)
+    return num_epochs, save_every, save_at
+
+
+def _epoch_list(save_at, num_epochs: int) -> tuple[int, ...]:
+    """save_at checked: increasing epochs in 1..num_epochs, the last num_epochs."""
+    try:
+        epochs = tuple(int(e) for e in save_at)
+        ints = all(float(e) == int(e) for e in save_at)
+    except (TypeError, ValueError):
+        epochs, ints = (), False
+    if (not epochs or not ints or any(b <= a for a, b in zip(epochs, epochs[1:]))
+            or epochs[0] < 1 or epochs[-1] != num_epochs):
+        raise ValueError(f"save_at must be increasing epochs from 1 to num_epochs="
+                         f"{num_epochs}, the last num_epochs (the end of training); got "
+                         f"save_at={save_at!r}")
+    return epochs
+
+
 def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: int,
               learning_rate: float, optimizer: str, momentum: float,
-              schedule: str, save_every: int | None = None) -> Algorithm:
+              schedule: str, save_every: int | None = None,
+              save_at: tuple[int, ...] | None = None) -> Algorithm:
     """Minibatch SGD (or Adam) for the driver, on a MinibatchTarget: a warmup
     step is an epoch, the one sample step returns the final parameters; with
     save_every, there is no warmup and a sample step is save_every epochs,
-    returning the parameters (a checkpoint of the training run) after them."""
+    returning the parameters (a checkpoint of the training run) after them;
+    with save_at, a sample step runs the epochs up to the next listed one."""
     num_data, mesh = tgt.num_data, tgt.mesh
     per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
     total_steps = num_epochs * per_epoch
@@ -201,18 +238,37 @@ def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: i
         c, cost = jax.lax.scan(body, c, jnp.arange(save_every, dtype=jnp.int32))
         return c, c.last, jnp.sum(cost)
 
+    def until_listed(tree, c: SGDChains, t):
+        """The epochs from t through the next epoch of save_at (a draw's end)."""
+        ends = jnp.asarray(save_at, jnp.int32) - 1  # 0-based index of each draw's last epoch
+        end = ends[jnp.searchsorted(ends, jnp.asarray(t, jnp.int32))]
+
+        def body(i, carry):
+            c, cost = carry
+            c, _, more = epoch(tree, c, i)
+            return c, cost + more
+
+        c, cost = jax.lax.fori_loop(t, end + 1, body, (c, jnp.float32(0.0)))
+        return c, c.last, cost
+
     settings = {"num_epochs": num_epochs, "batch_size": batch_size,
                 "learning_rate": learning_rate, "optimizer": optimizer,
                 "momentum": momentum, "schedule": schedule}
     if save_every is not None:  # a run directory without it reads as the end only
         settings["save_every"] = save_every
+    if save_at is not None:
+        settings["save_at"] = list(save_at)
     info = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule,
             "learning_rate": learning_rate, "num_epochs": num_epochs,
             "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data}
-    return Algorithm(name=kind, init=init, warmup_step=epoch,
-                     sample_step=final if save_every is None else epochs,
+    if save_at is not None:
+        sample_step = until_listed
+    else:
+        sample_step = final if save_every is None else epochs
+    return Algorithm(name=kind, init=init, warmup_step=epoch, sample_step=sample_step,
                      position=lambda c: c.params, settings=settings,
-                     info=lambda c: dict(info), num_keys=1)
+                     info=lambda c: dict(info), num_keys=1,
+                     draw_end=None if save_at is None else (lambda j: save_at[j] - 1))
 
 
 def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: int,
@@ -220,7 +276,7 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
         momentum: float = SGD_MOMENTUM, schedule: str = "cosine", eval_x=None,
         predict_fn=None, mesh=None, run_dir=None, checkpoint_every: int = 1,
         checkpoint_seconds: float = 300.0, progress: bool = True,
-        save_every: int | None = None):
+        save_every: int | None = None, save_at=None):
     """The MAP by minibatch SGD (see the module docstring). Returns a `Trace`
     with one draw per chain: the final parameters; with `save_every`, one draw
     every save_every epochs (the training run's checkpoints, the last the end).
@@ -245,8 +301,11 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
         divide num_epochs), stored in run_dir like draws: a killed run resumes
         and `ws.samplers.load` reads them lazily. For LLC curves
         (`ws.slt.llc(..., stacked=True)`).
+    save_at: instead of save_every, the epochs after which to keep the
+        parameters (increasing, the last num_epochs), e.g. spaced
+        logarithmically to resolve the early changes of a run.
 
-    Trace: positions leaves (chain, draws, ...), draws = 1 or num_epochs /
+    Trace: positions leaves (chain, draws, ...), draws = 1, len(save_at) or num_epochs /
     save_every; predictions (chain, draws, n_eval, ...) for eval_x; stats
     (chain, draws): "loss", the mean minibatch L(w) of the last
     epoch (it includes the prior's normalizing constant / N); "nll" (Posterior
@@ -259,7 +318,7 @@ def sgd(target, key, *, data=None, init=None, num_chains: int = 1, num_epochs: i
                   schedule=schedule, eval_x=eval_x, predict_fn=predict_fn, mesh=mesh,
                   run_dir=run_dir, checkpoint_every=checkpoint_every,
                   checkpoint_seconds=checkpoint_seconds, progress=progress,
-                  save_every=save_every)
+                  save_every=save_every, save_at=save_at)
 
 
 def deep_ensemble(target, key, num_members: int, **sgd_kwargs):

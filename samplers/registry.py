@@ -20,7 +20,8 @@ from weightspace.samplers.mile import SAMPLERS as MILE_SAMPLERS
 from weightspace.samplers.mile import mile
 from weightspace.samplers.replica_exchange import replica_exchange
 
-KINDS = ("positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "str")
+KINDS = ("positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "str",
+         "int_list")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,10 +158,17 @@ register(Entry(
                                    "friction in (0, 1] (default 0.1)")),
     arguments=_schedule_arguments))
 
+def _checked_checkpoints(values: dict, given: set) -> dict:
+    """--epochs with --save-every or --save-at, checked before a run starts."""
+    baselines.checkpoint_plan(values["epochs"], values.get("save_every"),
+                              values.get("save_at"))
+    return {}
+
+
 register(Entry(
     "sgd", baselines.sgd, "one SGD run per chain, a deep ensemble: each chain's one draw "
     "is its solution",
-    checkpoint_every=1, options=(
+    checkpoint_every=1, arguments=_checked_checkpoints, options=(
         BATCH_SIZE,
         Option("epochs", "num_epochs", "positive_int", required=True),
         Option("learning_rate", "learning_rate", "positive_float",
@@ -174,7 +182,11 @@ register(Entry(
         Option("save_every", "save_every", "positive_int",
                "keep each member's parameters every this many epochs as its draws (it "
                "must divide --epochs; the last is the solution): the checkpoints that "
-               "`weightspace llc --run RUN --checkpoints all` estimates"))))
+               "`weightspace llc --run RUN --checkpoints all` estimates"),
+        Option("save_at", "save_at", "int_list",
+               "instead of --save-every, keep each member's parameters after these "
+               "epochs (comma-separated, increasing, the last --epochs), e.g. "
+               "1,2,4,8,16,32"))))
 
 
 _MICROCANONICAL = (

@@ -42,9 +42,11 @@ def main(sampler: str, run_dir: str, num_samples: int = NUM_SAMPLES) -> None:
                                      num_warmup=50, trajectory_length=0.05,
                                      **{**common, "checkpoint_every": 10})
     elif sampler == "sgd_checkpoints":
-        # A training run kept every 2 epochs: its checkpoints are its draws.
+        # A training run kept after listed epochs, 1 and 2 apart in turn: its
+        # checkpoints are its draws, each ending where the list says.
         common.pop("num_samples")
-        ws.samplers.sgd(post, jax.random.key(11), num_epochs=2 * num_samples, save_every=2,
+        save_at = [3 * (i // 2) + 1 + i % 2 for i in range(num_samples)]
+        ws.samplers.sgd(post, jax.random.key(11), num_epochs=save_at[-1], save_at=save_at,
                         batch_size=32, learning_rate=1e-3, **common)
     else:
         ws.samplers.sgld(post, jax.random.key(11), num_warmup=20, batch_size=32,

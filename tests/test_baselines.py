@@ -202,6 +202,27 @@ def test_checkpoints_every_k_epochs_end_at_the_parameters_of_a_run_without_them(
     np.testing.assert_allclose(kept.stats["grad_evals"], 2 * 9 * 32 / 300, rtol=1e-6)
 
 
+def test_checkpoints_at_listed_epochs_equal_those_of_every_epoch(small_post, tmp_path):
+    kw = dict(num_chains=2, num_epochs=6, batch_size=32, learning_rate=1e-3, progress=False)
+    every = ws.samplers.sgd(small_post, jax.random.key(3), save_every=1, **kw)
+    listed = ws.samplers.sgd(small_post, jax.random.key(3), save_at=[1, 2, 4, 6], **kw)
+    assert listed.num_draws == 4
+    for a, b in zip(jax.tree.leaves(listed.positions), jax.tree.leaves(every.positions)):
+        np.testing.assert_allclose(a, b[:, [0, 1, 3, 5]], rtol=1e-5, atol=1e-6)
+    # Each draw costs its own epochs: 1, 1, 2 and 2 of 9 steps x 32 rows of 300.
+    np.testing.assert_allclose(listed.stats["grad_evals"],
+                               np.array([[1, 1, 2, 2]] * 2) * 9 * 32 / 300, rtol=1e-6)
+    # Stored like draws (a SIGKILL mid-run resumes exactly:
+    # tests/test_hmc_runs.py, "sgd_checkpoints"), read back lazily.
+    ws.samplers.sgd(small_post, jax.random.key(3), save_at=[1, 2, 4, 6], run_dir=tmp_path,
+                    **kw)
+    loaded = ws.samplers.load(tmp_path, template=small_post.init(jax.random.key(0)))
+    assert loaded.num_draws == 4 and loaded.info["config"]["save_at"] == [1, 2, 4, 6]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b),
+                                                         rtol=1e-6, atol=1e-7),
+                 loaded.positions, listed.positions)
+
+
 # ------------------------------------------------------------------ bad input
 
 def _call(fn, post, **overrides):
@@ -221,6 +242,13 @@ def _call(fn, post, **overrides):
     ({"num_chains": 0}, "num_chains=0"),
     ({"save_every": 0}, "save_every=0"),
     ({"num_epochs": 3, "save_every": 2}, "save_every=2 does not divide num_epochs=3"),
+    ({"num_epochs": 4, "save_at": [1, 3]}, "save_at must be increasing epochs from 1 to "
+                                           "num_epochs=4, the last num_epochs"),
+    ({"num_epochs": 4, "save_at": [2, 2, 4]}, "save_at=[2, 2, 4]"),
+    ({"num_epochs": 4, "save_at": [0, 4]}, "save_at=[0, 4]"),
+    ({"num_epochs": 4, "save_at": [1.5, 4]}, "save_at=[1.5, 4]"),
+    ({"num_epochs": 4, "save_at": "all"}, "save_at='all'"),
+    ({"num_epochs": 4, "save_every": 2, "save_at": [2, 4]}, "give save_every or save_at"),
 ])
 def test_sgd_refuses_bad_input_naming_the_argument_and_value(small_post, overrides, shown):
     with pytest.raises((ValueError, TypeError), match=re.escape(shown)):

@@ -328,6 +328,28 @@ def test_llc_checkpoints_draw_the_curve_of_each_member_in_one_program(checkpoint
                                ws.diagnostics.nll(trace.predictions[1, 0], data.y_test))
 
 
+def test_llc_checkpoints_of_listed_epochs_label_each_with_its_epoch(tmp_path, capsys):
+    out = tmp_path / "listed"
+    code, stdout, err = run(["sample", *TINY, "--sampler", "sgd", "--chains", "1",
+                             "--epochs", "5", "--save-at", "1,2,5", "--learning-rate",
+                             "0.05", "--batch-size", "50", "--out", out], capsys)
+    assert code == 0, err
+    assert "3 checkpoints per member, after epochs 1, 2, 5" in stdout
+    code, stdout, err = run(["llc", "--run", out, "--checkpoints", "all", "--batch-size",
+                             "50", *LLC_TINY], capsys)
+    assert code == 0, err
+    report = json.loads((out / "llc.json").read_text())
+    assert [r["epoch"] for r in report["results"]] == [1, 2, 5]
+    code, _, err = run(["sample", *TINY, "--sampler", "sgd", "--epochs", "5", "--save-at",
+                        "1,3", "--learning-rate", "0.05", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "save_at must be increasing epochs from 1 to num_epochs=5" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    code, _, err = run(["sample", *TINY, "--sampler", "sgd", "--epochs", "5", "--save-every",
+                        "2", "--learning-rate", "0.05", "--out", tmp_path / "bad"], capsys)
+    assert code == 2 and "save_every=2 does not divide num_epochs=5" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--checkpoints", "0", "--draws", "0"], "--draws 0 and --checkpoints 0: give one"),
     (["--checkpoints", "5"], "--checkpoints 5: 5 out of range: the run has 3 draw(s)"),

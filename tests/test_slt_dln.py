@@ -70,7 +70,8 @@ def test_a_run_from_small_init_learns_stage_by_stage_and_its_curve_ends_at_aoyag
 
     Localization 5, not 100: at the end the smallest non-zero Hessian eigenvalue
     of L_n times n beta is about 90, so gamma = 100 would hold those directions
-    in (measured on this run with the posterior's loss: 8.2-8.5 at gamma 100,
+    in (measured with the posterior's loss at the end of a run of this problem from
+    another initialization key: 8.2-8.5 at gamma 100,
     10.2-10.4 at gamma 20, 11.5 at gamma 5, theory 11.5)."""
     run = ws.slt.dln_training_run((6, 5, 5, 4), 3, seed=3)
     assert run.theory == 11.5 and run.epochs[-1] == 200 and len(run.epochs) == 40

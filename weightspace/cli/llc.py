@@ -168,9 +168,15 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
     draws = _parse_draws(args.checkpoints, trace.num_draws, "--checkpoints")
     step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
     settings = _llc_settings(args, step_size)
-    every = trace.info.get("config", {}).get("save_every")
-    steps = [(d + 1) * every for d in draws] if every else list(draws)
-    step_label = "epoch" if every else "draw"
+    config = trace.info.get("config", {})
+    every, listed = config.get("save_every"), config.get("save_at")
+    if every:
+        steps = [(d + 1) * every for d in draws]
+    elif listed:
+        steps = [listed[d] for d in draws]
+    else:
+        steps = list(draws)
+    step_label = "epoch" if every or listed else "draw"
     test_nll = np.full((trace.num_chains, len(draws)), np.nan)
     if trace.predictions is not None and data.num_classes is not None:
         for chain in range(trace.num_chains):

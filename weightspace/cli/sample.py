@@ -19,6 +19,7 @@ from weightspace.cli.arguments import (
     CommandError,
     flag,
     hidden_widths,
+    int_list,
     job_mesh,
     nonnegative_float,
     nonnegative_int,
@@ -34,7 +35,7 @@ from weightspace.jsonio import read_json, write_json
 # ignored.
 _TYPES = {"positive_int": positive_int, "nonnegative_int": nonnegative_int,
           "positive_float": positive_float, "nonnegative_float": nonnegative_float,
-          "str": None}
+          "str": None, "int_list": int_list}
 
 
 def _flags() -> dict:
@@ -133,8 +134,11 @@ def _summary(trace, data, network, seconds: float, sampler: str = "hmc") -> str:
     if sampler == "sgd" and trace.num_draws > 1:
         # The draws are checkpoints of each member's training; the members, the
         # solutions, are the last draws, and the rest is about them.
-        every = trace.info.get("config", {}).get("save_every")
-        lines[0] += (f": {trace.num_draws} checkpoints per member, every {every} epochs "
+        config = trace.info.get("config", {})
+        every = config.get("save_every")
+        when = (f"every {every} epochs" if every
+                else f"after epochs {', '.join(map(str, config.get('save_at', [])))}")
+        lines[0] += (f": {trace.num_draws} checkpoints per member, {when} "
                      f"(`weightspace llc --run {trace.info.get('run_dir', 'RUN_DIR')} "
                      f"--checkpoints all` estimates the LLC along them); below, the "
                      f"solutions (the last checkpoints)")
