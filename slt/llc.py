@@ -80,6 +80,9 @@ class LLCEstimate:
     (for SGLD: of its proposals, as a diagnostic), or None when not computed;
     diverged, below_init, unhealthy_acceptance: (chain,) flags;
     last_position: the chains' final positions, leaves (chain, ...);
+    grad_evals: what each chain cost, in full-batch gradient evaluations (a
+    minibatch gradient counts batch_size / n; the forward pass for L_n(w*) is
+    not counted);
     `flags` lists them in words; an estimate without flags has flags == []."""
 
     mean: float
@@ -93,6 +96,7 @@ class LLCEstimate:
     below_init: np.ndarray
     unhealthy_acceptance: np.ndarray
     last_position: Any = None
+    grad_evals: float | None = None
 
     @property
     def flags(self) -> list[str]:
@@ -307,17 +311,31 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     state = carry[1] if sampler == "mala" else carry[1][0]
     last = jax.tree.map(np.asarray, _restrict(carry[3], state.position, carry[2]))
     with_acceptance = sampler == "mala" or bool(mala_acceptance)
+    grad_evals = _grad_evals(sampler, total, n, batch_size, bool(mala_acceptance))
     estimates = []
     for k in range(num_positions):
         chains = slice(k * num_chains, (k + 1) * num_chains)
         estimates.append(_estimate(
             loss[chains], accept[chains] if with_acceptance else None, div[chains],
             float(init_loss[k]), float(nbeta),
-            jax.tree.map(lambda x: x[chains], last)))
+            jax.tree.map(lambda x: x[chains], last), grad_evals))
     return estimates if several else estimates[0]
 
 
-def _estimate(loss, accept, divergent, init_loss: float, nbeta: float, last) -> LLCEstimate:
+def _grad_evals(sampler: str, steps: int, n: int, batch_size: int | None,
+                mala_acceptance: bool) -> float:
+    """Full-batch gradient evaluations per chain (see LLCEstimate). Full batch:
+    one at w* to start, then one per step (the next step reuses it; MALA's
+    leapfrog and the acceptance diagnostic share it). Minibatch: one batch
+    gradient per step, two with the acceptance diagnostic (at both ends)."""
+    if batch_size is None:
+        return float(1 + steps)
+    per_step = 2 if mala_acceptance and sampler != "sgnht" else 1
+    return float(steps * per_step * batch_size / n)
+
+
+def _estimate(loss, accept, divergent, init_loss: float, nbeta: float, last,
+              grad_evals: float | None = None) -> LLCEstimate:
     """One position's LLCEstimate from its chains' losses (chain, draw), step
     acceptances (chain, draw) or None, and divergence flags (chain,)."""
     diverged = divergent | ~np.isfinite(loss).all(axis=1)
@@ -333,7 +351,7 @@ def _estimate(loss, accept, divergent, init_loss: float, nbeta: float, last) -> 
                  else ~(acceptance >= MIN_ACCEPTANCE))
     below = ~diverged & (np.where(np.isfinite(loss), loss, np.inf).mean(axis=1) < init_loss)
     return LLCEstimate(mean, std, per_chain, loss, init_loss, nbeta, acceptance,
-                       diverged, below, unhealthy & ~diverged, last)
+                       diverged, below, unhealthy & ~diverged, last, grad_evals)
 
 
 @dataclasses.dataclass(frozen=True)

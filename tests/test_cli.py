@@ -198,6 +198,9 @@ def test_llc_dln_from_small_init_prints_the_curve_stage_by_stage(tmp_path, capsy
                                                     "epochs": 200, "save_every": 10}
     assert (tmp_path / "curve" / "llc_curve.png").stat().st_size > 0
     assert "no checkpoint has learned" not in stdout
+    # 1,000 burn-in + 3,000 draws, full batch: one gradient a step and one to start.
+    assert "cost: 4001 full-batch gradient evaluations per chain, 320080 for the 80 chains" \
+        in stdout and results[0]["grad_evals_per_chain"] == 4001
     code, stdout, err = run(["llc", "--dataset", "dln", "--widths", "6,5,5,4", "--rank", "3",
                              "--seed", "3", "--from-small-init", "--epochs", "100",
                              "--save-every", "50", "--localization", "5", "--num-draws", "20",

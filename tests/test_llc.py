@@ -56,6 +56,27 @@ def test_a_regular_model_has_llc_d_over_2_within_10_percent(sampler, batch_size)
         assert est.mala_acceptance.shape == (4,) and np.all(est.mala_acceptance > 0.9)
 
 
+@pytest.mark.parametrize("sampler, batch_size, mala_acceptance", [
+    ("sgld", None, True), ("sgld", 100, False), ("sgld", 100, True), ("sgnht", None, False),
+    ("sgnht", 100, False), ("mala", None, True), ("rmsprop_sgld_loss", 100, True)])
+def test_grad_evals_count_the_rows_the_loss_was_run_on(sampler, batch_size, mala_acceptance):
+    """Every gradient runs the loss forward once: the rows it saw, over n, less
+    the one forward pass for L_n(w*), are the gradients a chain cost."""
+    data, w_star = _regression()
+    rows = []
+
+    def counted(p, batch):
+        jax.debug.callback(lambda m: rows.append(int(m)), batch[0].shape[0])
+        return _loss(p, batch)
+
+    est = ws.slt.llc(counted, w_star, jax.random.key(0), data=data, sampler=sampler,
+                     batch_size=batch_size, mala_acceptance=mala_acceptance, num_chains=1,
+                     num_draws=30, num_burnin=10, progress=False)
+    assert est.grad_evals == pytest.approx(sum(rows) / N - 1.0)
+    assert est.grad_evals == pytest.approx(
+        41 if batch_size is None else 40 * 0.1 * (2 if mala_acceptance else 1))
+
+
 def test_the_exact_sampler_and_sgld_agree_within_10_percent():
     data, w_star = _regression()
     exact = ws.slt.llc(_loss, w_star, jax.random.key(1), data=data, sampler="mala", **KW)

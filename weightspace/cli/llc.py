@@ -49,7 +49,7 @@ def _result(est) -> dict:
             "nbeta": est.nbeta, "per_chain": est.per_chain,
             "mala_acceptance": est.mala_acceptance, "diverged": est.diverged,
             "below_init": est.below_init, "unhealthy_acceptance": est.unhealthy_acceptance,
-            "flags": est.flags}
+            "grad_evals_per_chain": est.grad_evals, "flags": est.flags}
 
 
 def _parse_draws(text: str, num_draws: int, option: str = "--draws") -> list[int]:
@@ -202,6 +202,9 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
                   flush=True)
             results.append({"chain": chain, "draw": draw, step_label: step,
                             "test_nll": test_nll[chain, i], **_result(est)})
+    chains = args.chains * len(draws) * trace.num_chains
+    print(f"cost: {estimates[0][0].grad_evals:g} full-batch gradient evaluations per "
+          f"estimator chain, {estimates[0][0].grad_evals * chains:g} for the {chains} chains")
     figure = _report_path(args, run_dir).with_name("llc_curve.png")
     diagnostics.plot_llc_curve(
         steps, [[e.mean for e in row] for row in estimates],
@@ -354,6 +357,9 @@ def _dln_curve(args, widths, rank) -> int:
                         "learned_directions": int(run.stage[k]),
                         "test_loss": float(run.test_loss[k]), "settled": bool(settled[k]),
                         "relative_error": error})
+    print(f"cost: {curve[0].grad_evals:g} full-batch gradient evaluations per chain, "
+          f"{curve[0].grad_evals * args.chains * len(curve):g} for the "
+          f"{args.chains * len(curve)} chains")
     print(f"theory {theory:.5g} (Aoyagi 2024) at the minimum, the settled checkpoints; "
           f"none is claimed at the saddles before (a flag there says the chains found "
           f"lower loss: w* is not a minimum)")
