@@ -117,14 +117,10 @@ def _train(kind, target, key, *, data, init, num_chains, num_epochs, batch_size,
                          momentum=momentum, schedule=schedule, save_every=save_every,
                          save_at=save_at)
 
-    if save_at is not None:
-        draws = len(save_at)
-    else:
-        draws = 1 if save_every is None else num_epochs // save_every
-    checkpoints = save_every is not None or save_at is not None
+    ends = checkpoint_epochs(num_epochs, save_every, save_at)
     trace = driver.sample(build, target, key, init=init, data=data, minibatch=True,
-                          num_chains=num_chains, num_samples=draws,
-                          num_warmup=0 if checkpoints else num_epochs,
+                          num_chains=num_chains, num_samples=1 if ends is None else len(ends),
+                          num_warmup=num_epochs if ends is None else 0,
                           thin=save_every or 1,
                           eval_x=eval_x, predict_fn=predict_fn, mesh=mesh, run_dir=run_dir,
                           checkpoint_every=checkpoint_every,
@@ -155,6 +151,17 @@ def checkpoint_plan(num_epochs, save_every=None, save_at=None):
     return num_epochs, save_every, save_at
 
 
+def checkpoint_epochs(num_epochs: int, save_every=None, save_at=None):
+    """The epoch after which each checkpoint is kept (1-based, the last
+    num_epochs), from checked arguments or a run's config; None without
+    checkpoints (the one draw is the end of training)."""
+    if save_at is not None:
+        return tuple(save_at)
+    if save_every is not None:
+        return tuple(range(save_every, num_epochs + 1, save_every))
+    return None
+
+
 def _epoch_list(save_at, num_epochs: int) -> tuple[int, ...]:
     """save_at checked: increasing epochs in 1..num_epochs, the last num_epochs."""
     try:
@@ -176,9 +183,8 @@ def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: i
               save_at: tuple[int, ...] | None = None) -> Algorithm:
     """Minibatch SGD (or Adam) for the driver, on a MinibatchTarget: a warmup
     step is an epoch, the one sample step returns the final parameters; with
-    save_every, there is no warmup and a sample step is save_every epochs,
-    returning the parameters (a checkpoint of the training run) after them;
-    with save_at, a sample step runs the epochs up to the next listed one."""
+    save_every or save_at, there is no warmup and a sample step runs the epochs
+    up to the next checkpoint, returning the parameters there."""
     num_data, mesh = tgt.num_data, tgt.mesh
     per_epoch = minibatch.steps_per_epoch(num_data, batch_size)
     total_steps = num_epochs * per_epoch
@@ -230,18 +236,13 @@ def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: i
     def final(tree, c: SGDChains, t):
         return c, c.last, jnp.float32(0.0)
 
-    def epochs(tree, c: SGDChains, t):
-        """save_every epochs from epoch t; the stats are the last epoch's."""
-        def body(c, i):
-            c, _, cost = epoch(tree, c, t + i)
-            return c, cost
-        c, cost = jax.lax.scan(body, c, jnp.arange(save_every, dtype=jnp.int32))
-        return c, c.last, jnp.sum(cost)
+    ends = checkpoint_epochs(num_epochs, save_every, save_at)
 
-    def until_listed(tree, c: SGDChains, t):
-        """The epochs from t through the next epoch of save_at (a draw's end)."""
-        ends = jnp.asarray(save_at, jnp.int32) - 1  # 0-based index of each draw's last epoch
-        end = ends[jnp.searchsorted(ends, jnp.asarray(t, jnp.int32))]
+    def until_checkpoint(tree, c: SGDChains, t):
+        """The epochs from t through the next checkpoint's (a draw's end); the
+        stats are the last epoch's."""
+        last_epoch = jnp.asarray(ends, jnp.int32) - 1  # 0-based, each draw's last epoch
+        end = last_epoch[jnp.searchsorted(last_epoch, jnp.asarray(t, jnp.int32))]
 
         def body(i, carry):
             c, cost = carry
@@ -261,11 +262,8 @@ def algorithm(kind: str, tgt, *, num_chains: int, num_epochs: int, batch_size: i
     info = {"optimizer": optimizer, "momentum": momentum, "schedule": schedule,
             "learning_rate": learning_rate, "num_epochs": num_epochs,
             "batch_size": batch_size, "steps_per_epoch": per_epoch, "num_data": num_data}
-    if save_at is not None:
-        sample_step = until_listed
-    else:
-        sample_step = final if save_every is None else epochs
-    return Algorithm(name=kind, init=init, warmup_step=epoch, sample_step=sample_step,
+    return Algorithm(name=kind, init=init, warmup_step=epoch,
+                     sample_step=final if ends is None else until_checkpoint,
                      position=lambda c: c.params, settings=settings,
                      info=lambda c: dict(info), num_keys=1,
                      draw_end=None if save_at is None else (lambda j: save_at[j] - 1))

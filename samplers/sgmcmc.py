@@ -115,6 +115,11 @@ def sgnht_init(position, diffusion=SGNHT_DIFFUSION) -> SGNHTState:
                       jnp.asarray(diffusion, jnp.float32))
 
 
+def rmsprop_preconditioner(square_avg, lam: float):
+    """G = 1 / (lam + sqrt(V)), leaf by leaf, from RMSprop's average V."""
+    return jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), square_avg)
+
+
 def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: float = 1.0,
                       preconditioned: bool = False, alpha: float = PSGLD_ALPHA,
                       lam: float = PSGLD_LAMBDA, precondition_on: Callable | None = None):
@@ -142,7 +147,7 @@ def build_sgld_kernel(estimate_fn: Callable, *, num_data: int, temperature: floa
             square_avg = jax.tree.map(
                 lambda v, g: jnp.where(adapt, alpha * v + (1 - alpha) * jnp.square(g), v),
                 state.square_avg, tracked)
-            precond = jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), square_avg)
+            precond = rmsprop_preconditioner(square_avg, lam)
             position = jax.tree.map(
                 lambda w, g, p, e: w + 0.5 * step_size * p * g + scale * jnp.sqrt(p) * e,
                 state.position, grad, precond, z)

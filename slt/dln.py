@@ -34,6 +34,7 @@ import optax
 from weightspace import data as data_lib
 from weightspace import models, samplers
 from weightspace.checks import int_at_least
+from weightspace.samplers.baselines import checkpoint_epochs
 from weightspace.slt import theory
 
 
@@ -150,6 +151,15 @@ class DLNRun:
 
     moment_loss = staticmethod(DLNProblem.moment_loss)
 
+    def settled(self, nbeta: float | None = None) -> np.ndarray:
+        """(K,) booleans: the checkpoints that have learned every direction and
+        whose L_n is within 0.5 / nbeta (default self.nbeta) of the run's
+        lowest, below what the estimator resolves: where Aoyagi's coefficient
+        applies."""
+        nbeta = self.nbeta if nbeta is None else nbeta
+        return (self.stage == self.rank) & (nbeta * (self.train_loss
+                                                     - self.train_loss.min()) < 0.5)
+
 
 def dln_training_run(widths, rank: int, *, num_train: int = 5000, seed: int = 0,
                      init_scale: float = 0.01, num_epochs: int = 200, save_every: int = 5,
@@ -186,7 +196,8 @@ def dln_training_run(widths, rank: int, *, num_train: int = 5000, seed: int = 0,
     stage = np.sum(sv[:, :rank] > teacher[None, :rank] / 2, axis=1)
     n = int(post.num_data)
     return DLNRun(tuple(widths), int(rank), ds, post,
-                  np.arange(1, sv.shape[0] + 1) * save_every, checkpoints,
+                  np.asarray(checkpoint_epochs(num_epochs, save_every)),
+                  checkpoints,
                   np.asarray(losses(checkpoints, moments), np.float64),
                   np.asarray(losses(checkpoints, test_moments), np.float64), sv, teacher,
                   stage, theory.dln(tuple(widths), int(rank)), moments, test_moments,

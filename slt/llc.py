@@ -311,7 +311,7 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     state = carry[1] if sampler == "mala" else carry[1][0]
     last = jax.tree.map(np.asarray, _restrict(carry[3], state.position, carry[2]))
     with_acceptance = sampler == "mala" or bool(mala_acceptance)
-    grad_evals = _grad_evals(sampler, total, n, batch_size, bool(mala_acceptance))
+    grad_evals = _grad_evals(total, n, batch_size, bool(mala_acceptance))
     estimates = []
     for k in range(num_positions):
         chains = slice(k * num_chains, (k + 1) * num_chains)
@@ -322,15 +322,15 @@ def llc(target, params_star, key, *, data=None, num_chains: int = 4, num_draws: 
     return estimates if several else estimates[0]
 
 
-def _grad_evals(sampler: str, steps: int, n: int, batch_size: int | None,
-                mala_acceptance: bool) -> float:
+def _grad_evals(steps: int, n: int, batch_size: int | None, mala_acceptance: bool) -> float:
     """Full-batch gradient evaluations per chain (see LLCEstimate). Full batch:
     one at w* to start, then one per step (the next step reuses it; MALA's
     leapfrog and the acceptance diagnostic share it). Minibatch: one batch
-    gradient per step, two with the acceptance diagnostic (at both ends)."""
+    gradient per step, two with the acceptance diagnostic (at both ends; SGNHT
+    has none, and `llc` passes False for it)."""
     if batch_size is None:
         return float(1 + steps)
-    per_step = 2 if mala_acceptance and sampler != "sgnht" else 1
+    per_step = 2 if mala_acceptance else 1
     return float(steps * per_step * batch_size / n)
 
 
@@ -562,7 +562,7 @@ def _proposal_acceptance(old_vg, new_vg, old, new, eps, moves, lam):
     if new.square_avg is None:
         precond = jax.tree.map(jnp.ones_like, old.position)
     else:
-        precond = jax.tree.map(lambda v: 1.0 / (lam + jnp.sqrt(v)), new.square_avg)
+        precond = sgmcmc.rmsprop_preconditioner(new.square_avg, lam)
     weight = (jax.tree.map(lambda _: 1.0, old.position) if moves is None
               else jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), moves))
 

@@ -26,6 +26,7 @@ from weightspace.cli.arguments import (
 )
 from weightspace.experiments import rebuild
 from weightspace.jsonio import write_json
+from weightspace.samplers.baselines import checkpoint_epochs
 from weightspace.slt.llc import SAMPLERS as LLC_SAMPLERS
 
 LLC_STEP_SIZE = 1e-4     # ws.slt.llc's default
@@ -169,14 +170,10 @@ def _llc_curve(args, run_dir: Path, command: dict, data, post, trace) -> int:
     step_size = LLC_STEP_SIZE if args.step_size is None else args.step_size
     settings = _llc_settings(args, step_size)
     config = trace.info.get("config", {})
-    every, listed = config.get("save_every"), config.get("save_at")
-    if every:
-        steps = [(d + 1) * every for d in draws]
-    elif listed:
-        steps = [listed[d] for d in draws]
-    else:
-        steps = list(draws)
-    step_label = "epoch" if every or listed else "draw"
+    epochs = checkpoint_epochs(config.get("num_epochs"), config.get("save_every"),
+                               config.get("save_at"))
+    steps = list(draws) if epochs is None else [epochs[d] for d in draws]
+    step_label = "draw" if epochs is None else "epoch"
     test_nll = np.full((trace.num_chains, len(draws)), np.nan)
     if trace.predictions is not None and data.num_classes is not None:
         for chain in range(trace.num_chains):
@@ -341,9 +338,7 @@ def _dln_curve(args, widths, rank) -> int:
     settings = {**_llc_settings(args, step_size), "nbeta": nbeta}
     curve = slt.llc(run.moment_loss, run.checkpoints, key_estimate, data=run.moments,
                     stacked=True, progress=not args.no_progress, **settings)
-    # Settled: every direction learned, and L_n within 0.5 / (n beta) of the run's
-    # lowest, below what the estimator resolves.
-    settled = (run.stage == rank) & (nbeta * (run.train_loss - run.train_loss.min()) < 0.5)
+    settled = run.settled(nbeta)
     print(f"{'epoch':<6} {'learned':<8} {'L_n(w*)':<10} {'test loss':<10} "
           f"{'lambda_hat':<11} {'std':<8} {'vs theory':<10} flags")
     results = []
